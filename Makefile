@@ -14,7 +14,10 @@ DURATION ?= 60
 POLICY ?= symphony
 RUN_ARGS ?=
 
-.PHONY: help venv run test test-unit test-integration lint fmt proto proto-check lock clean
+.PHONY: help venv run test lint fmt proto proto-check lock clean
+
+# Each component adds its own targets (bench-*, e2e-*, validate-*) in mk/<component>.mk.
+include $(sort $(wildcard mk/*.mk))
 
 help:  ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24

@@ -1,0 +1,103 @@
+"""``symphony-scheduler``: the global scheduler process (gRPC on --listen, HTTP on --http-listen)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from symphony.errors import SymphonyError
+from symphony.limits import Limits
+from symphony_scheduler.policies import default_registry
+from symphony_scheduler.server import SchedulerConfig, split_host_port, start_scheduler
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def address(flag: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            split_host_port(text, flag)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="symphony-scheduler", description="Symphony's global scheduler.")
+    p.add_argument("--listen", default="0.0.0.0:50051", type=address("--listen"), help="gRPC HOST:PORT")
+    p.add_argument(
+        "--http-listen",
+        default="0.0.0.0:8080",
+        type=address("--http-listen"),
+        help="HTTP HOST:PORT (OpenAI API, /metrics)",
+    )
+    p.add_argument("--policy", default="symphony", choices=default_registry().names())
+    p.add_argument("--heartbeat-interval", type=positive, default=1.0, help="seconds between node reports")
+    p.add_argument(
+        "--lease", type=positive, default=5.0, help="seconds without a report before a node is dropped"
+    )
+    p.add_argument(
+        "--session-ttl", type=positive, default=900.0, help="seconds before an idle session is forgotten"
+    )
+    p.add_argument("--max-messages", type=int, default=Limits().max_messages, help="most messages per turn")
+    p.add_argument("--max-prompt-chars", type=int, default=Limits().max_prompt_chars)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+async def run(config: SchedulerConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_scheduler(config)
+    print(
+        f"symphony-scheduler: grpc port {running.grpc_port}, http port {running.http_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    logging.getLogger("symphony_scheduler").info("shutting down")
+    await running.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.max_messages <= 0 or args.max_prompt_chars <= 0:
+        parser().error("--max-messages and --max-prompt-chars must be > 0")
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    config = SchedulerConfig(
+        listen=args.listen,
+        http_listen=args.http_listen,
+        policy=args.policy,
+        heartbeat_interval_s=args.heartbeat_interval,
+        lease_s=args.lease,
+        session_ttl_s=args.session_ttl,
+        limits=Limits(max_messages=args.max_messages, max_prompt_chars=args.max_prompt_chars),
+    )
+    try:
+        return asyncio.run(run(config))
+    except (OSError, SymphonyError) as err:
+        print(f"symphony-scheduler: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The scheduler application object: owns the core, the clock, the metrics and the node clients.
+
+The gRPC servicer and the HTTP front door both receive one of these (no module globals), so tests
+build a fresh application each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+
+from symphony.clock import Clock
+from symphony.limits import Limits
+from symphony.metrics import SchedulerMetrics
+from symphony_scheduler.commands import Command
+from symphony_scheduler.core import SchedulerCore
+from symphony_scheduler.nodes import NodeClients
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerApp:
+    def __init__(
+        self,
+        core: SchedulerCore,
+        clock: Clock,
+        registry: CollectorRegistry,
+        metrics: SchedulerMetrics,
+        limits: Limits | None = None,
+        heartbeat_interval_s: float = 1.0,
+        clients: NodeClients | None = None,
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.registry = registry
+        self.metrics = metrics
+        self.limits = limits or Limits()
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.clients = clients or NodeClients()
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def addressed(self, commands: Sequence[Command]) -> list[tuple[Command, str]]:
+        """Pairs orders with their node's address, skipping nodes that are gone."""
+        out: list[tuple[Command, str]] = []
+        for command in commands:
+            address = self.core.node_address(command.node_id)
+            if address is not None:
+                out.append((command, address))
+        return out
+
+    def dispatch(self, commands: Sequence[Command]) -> None:
+        self.clients.spawn(self.addressed(commands))
+
+    async def tick(self) -> None:
+        """One expiry pass: leases, advisories, idle sessions; closes channels of dropped nodes."""
+        removed_before = self.core.take_removed_nodes()
+        commands = self.core.expire(self.now())
+        self.dispatch(commands)
+        for node_id, address in [*removed_before, *self.core.take_removed_nodes()]:
+            log.warning("node %s (%s) dropped", node_id, address)
+            await self.clients.close(address)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.heartbeat_interval_s / 2))  # a periodic timer, not a sync
+            try:
+                await self.tick()
+            except Exception:  # the loop must survive a bug in one pass
+                log.exception("expiry pass failed")
+
+    def start(self) -> None:
+        if self._expiry_task is None:
+            self._expiry_task = asyncio.create_task(self._expiry_loop())
+
+    async def close(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            await asyncio.gather(self._expiry_task, return_exceptions=True)
+            self._expiry_task = None
+        await self.clients.close_all()

@@ -1,0 +1,168 @@
+"""The ``symphony.v1.Scheduler`` gRPC servicer: a thin shell over the app's core and router."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from symphony.errors import InvalidArgument, SymphonyError
+from symphony.grpcutil import CHANNEL_OPTIONS, translate_errors, translate_stream_errors
+from symphony.v1 import (
+    common_pb2,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+from symphony.validation import check_advice, check_turn
+from symphony_scheduler.app import SchedulerApp
+from symphony_scheduler.router import Router
+from symphony_scheduler.state import TIER_PROTO
+
+if TYPE_CHECKING:
+    from symphony.v1.receiver_pb2_grpc import ResponseReceiverAsyncStub
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, app: SchedulerApp, router: Router) -> None:
+        self.app = app
+        self.router = router
+        self._receivers: dict[str, tuple[grpc.aio.Channel, ResponseReceiverAsyncStub]] = {}
+        self._submits: set[asyncio.Task[None]] = set()
+
+    @translate_stream_errors
+    async def Generate(
+        self, request: common_pb2.TurnRequest, context: Context
+    ) -> AsyncIterator[common_pb2.GenerateResponse]:
+        check_turn(request, self.app.limits)
+        async for resp in self.router.generate(request):
+            yield resp
+
+    @translate_errors
+    async def Advise(
+        self, request: scheduler_pb2.AdviseRequest, context: Context
+    ) -> scheduler_pb2.AdviseResponse:
+        check_advice(request, self.app.limits)
+        decision = self.app.core.advise(request.session_id, request.eta_s, request.turn_index, self.app.now())
+        self.app.dispatch(decision.commands)
+        return scheduler_pb2.AdviseResponse(
+            accepted=decision.node_id is not None, node_id=decision.node_id or "", reason=decision.reason
+        )
+
+    @translate_errors
+    async def CancelAdvice(
+        self, request: scheduler_pb2.CancelAdviceRequest, context: Context
+    ) -> scheduler_pb2.CancelAdviceResponse:
+        if not request.session_id:
+            raise InvalidArgument("session_id", "must not be empty")
+        had = self.app.core.has_advice(request.session_id)
+        self.app.dispatch(self.app.core.cancel_advice(request.session_id, self.app.now()))
+        return scheduler_pb2.CancelAdviceResponse(cancelled=had)
+
+    @translate_errors
+    async def Submit(
+        self, request: scheduler_pb2.SubmitRequest, context: Context
+    ) -> scheduler_pb2.SubmitResponse:
+        check_turn(request.turn, self.app.limits, prefix="turn.")
+        if not request.callback_address or ":" not in request.callback_address:
+            raise InvalidArgument("callback_address", "must be host:port of a ResponseReceiver")
+        turn = common_pb2.TurnRequest()
+        turn.CopyFrom(request.turn)
+        turn.request_id = turn.request_id or uuid.uuid4().hex
+        task = asyncio.create_task(self._serve_callback(turn, request.callback_address))
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
+        return scheduler_pb2.SubmitResponse(accepted=True, request_id=turn.request_id)
+
+    async def _serve_callback(self, turn: common_pb2.TurnRequest, address: str) -> None:
+        started = self.app.now()
+        post = receiver_pb2.PostResponseRequest(
+            request_id=turn.request_id, session_id=turn.session_id, turn_index=turn.turn_index
+        )
+        parts: list[str] = []
+        try:
+            async for resp in self.router.generate(turn):
+                if resp.HasField("delta"):
+                    if not parts:
+                        post.first_token_s = self.app.now() - started
+                    parts.append(resp.delta.text)
+                else:
+                    post.summary.CopyFrom(resp.summary)
+        except SymphonyError as err:
+            post.error_code, post.error_message = err.grpc_code.name, err.message
+        post.text = "".join(parts)
+        try:
+            await self._receiver(address).PostResponse(post, timeout=10.0)
+        except grpc.aio.AioRpcError as err:
+            log.warning("posting turn %s to %s failed: %s", turn.request_id, address, err.details())
+
+    def _receiver(self, address: str) -> ResponseReceiverAsyncStub:
+        entry = self._receivers.get(address)
+        if entry is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            entry = (channel, receiver_pb2_grpc.ResponseReceiverStub(channel))
+            self._receivers[address] = entry
+        return entry[1]
+
+    @translate_errors
+    async def RegisterNode(
+        self, request: scheduler_pb2.RegisterNodeRequest, context: Context
+    ) -> scheduler_pb2.RegisterNodeResponse:
+        self.app.core.register_node(request, self.app.now())
+        log.info("node %s registered at %s (%s)", request.node_id, request.address, request.profile)
+        return scheduler_pb2.RegisterNodeResponse(
+            heartbeat_interval_s=self.app.heartbeat_interval_s, lease_s=self.app.core.lease_s
+        )
+
+    @translate_errors
+    async def ReportStatus(
+        self, request: common_pb2.NodeStatus, context: Context
+    ) -> scheduler_pb2.ReportStatusResponse:
+        self.app.core.node_status(request, self.app.now())
+        return scheduler_pb2.ReportStatusResponse(heartbeat_interval_s=self.app.heartbeat_interval_s)
+
+    @translate_errors
+    async def GetClusterState(
+        self, request: scheduler_pb2.GetClusterStateRequest, context: Context
+    ) -> scheduler_pb2.ClusterState:
+        core, now = self.app.core, self.app.now()
+        state = scheduler_pb2.ClusterState(policy=core.policy.name, sessions_tracked=len(core.sessions))
+        for node in core.nodes.values():
+            info = state.nodes.add(
+                registration=node.registration,
+                last_seen_s_ago=now - node.last_seen,
+                healthy=now - node.last_seen <= core.lease_s,
+            )
+            info.status.node_id = node.node_id
+            info.status.load.CopyFrom(node.load)
+            info.status.tiers.extend(node.tiers)
+            info.status.sequence = node.sequence
+        if request.include_sessions:
+            for rec in core.sessions_snapshot(limit=10_000):
+                best = rec.best_location()
+                state.sessions.add(
+                    session_id=rec.session_id,
+                    node_id=best[0] if best else "",
+                    tier=TIER_PROTO[best[1].tier] if best else common_pb2.TIER_UNSPECIFIED,
+                    tokens=best[1].tokens if best else 0,
+                    advised_node_id=(rec.advice.node_id or "") if rec.advice else "",
+                    turns=rec.turns,
+                )
+        return state
+
+    async def close(self) -> None:
+        for task in list(self._submits):
+            task.cancel()
+        await asyncio.gather(*self._submits, return_exceptions=True)
+        for channel, _ in self._receivers.values():
+            await channel.close(None)
+        self._receivers.clear()

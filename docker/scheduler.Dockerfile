@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# Symphony scheduler: global scheduler (policies, session map, gRPC API and OpenAI-compatible front door)
+# Build from the repository root: docker build -f docker/scheduler.Dockerfile -t symphony-scheduler .
+# Dependencies are pinned by requirements/lock.txt; only the [scheduler] extra is installed.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+# The project's package spans several folders (see the hatch wheel packages in pyproject.toml).
+COPY pyproject.toml README.md ./
+COPY requirements/ requirements/
+COPY proto/ proto/
+COPY services/ services/
+# python3 -m venv works with the official image (/usr/local/bin) and Debian-style bases (/usr/bin).
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --quiet -c requirements/lock.txt ".[scheduler]" \
+ && /opt/venv/bin/pip uninstall --quiet --yes pip
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="symphony-scheduler" \
+      org.opencontainers.image.description="Symphony scheduler: global scheduler (policies, session map, gRPC API and OpenAI-compatible front door)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="Symphony" \
+      org.opencontainers.image.documentation="docs/kubernetes.md"
+# A fixed numeric non-root user, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+RUN echo 'symphony:x:10001:10001:symphony:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'symphony:x:10001:' >> /etc/group
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 50051 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+ENTRYPOINT ["symphony-scheduler"]
+CMD ["--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8080", "--policy", "symphony"]

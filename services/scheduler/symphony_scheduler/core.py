@@ -68,6 +68,7 @@ class SchedulerCore:
         else:
             node.registration = reg
             node.last_seen = now
+            node.sequence = 0  # a restarted node counts its reports from 1 again
 
     def node_status(self, status: common_pb2.NodeStatus, now: float) -> None:
         """Applies a heartbeat: load, tiers and residency (which also rebuilds a fresh session map)."""
@@ -77,8 +78,9 @@ class SchedulerCore:
         node.last_seen = now
         if status.sequence and status.sequence < node.sequence:
             return  # a report overtaken by a newer one
-        node.sequence = status.sequence
+        node.sequence = max(status.sequence, 1)
         node.load = status.load
+        node.since_report = 0
         node.tiers = list(status.tiers)
         reported: set[str] = set()
         for res in status.sessions:
@@ -235,6 +237,7 @@ class SchedulerCore:
         commands += self._prepare(rec, placement, 0.0)
         node = self.nodes[placement.node_id]
         node.inflight += 1
+        node.since_report += 1
         node.inflight_tokens += prompt_tokens
         rec.active_node = node.node_id
         rec.transcript = list(turn.messages)
@@ -282,6 +285,7 @@ class SchedulerCore:
         node = self.nodes.get(node_id)
         if node is not None:
             node.inflight = max(0, node.inflight - 1)
+            node.since_report -= 1
             node.inflight_tokens = max(0, node.inflight_tokens - prompt_tokens)
             if self.metrics is not None:
                 self.metrics.node_load.labels(node=node_id).set(node.requests)

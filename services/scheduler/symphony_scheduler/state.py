@@ -76,6 +76,7 @@ class NodeRecord:
     tiers: list[common_pb2.TierCapacity] = field(default_factory=list)
     sequence: int = 0
     inflight: int = 0  # turns this scheduler routed here that have not finished
+    since_report: int = 0  # turns routed minus turns finished since the last report
     inflight_tokens: int = 0  # their prompt tokens
     sessions: set[str] = field(default_factory=set)  # sessions whose K,V it reported holding
 
@@ -93,9 +94,9 @@ class NodeRecord:
 
     @property
     def requests(self) -> int:
-        """Requests on the node: the larger of its report and what this scheduler sent it since."""
+        """Requests on the node: its last report, corrected by what was routed and finished since."""
         reported = self.load.running_requests + self.load.waiting_requests
-        return max(reported, self.inflight)
+        return max(0, reported + self.since_report)
 
     @property
     def load_fraction(self) -> float:

@@ -39,6 +39,7 @@ class CostModel:
     batch_knee: float = 16.0
     expected_output_tokens: int = 256
     move_penalty: float = 0.25
+    switch_margin: float = 0.2  # leave the node holding the K,V only for a clearly better one
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,22 @@ class SymphonyPolicy:
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> tuple[NodeRecord, KvPlan]:
         by_id = {n.node_id: n for n in nodes}
+        holder = session.best_location()
+        home = holder[0] if holder is not None and holder[0] in by_id else None
         best: tuple[float, int, str] | None = None
         chosen: tuple[NodeRecord, KvPlan] | None = None
+        home_choice: tuple[float, NodeRecord, KvPlan] | None = None
         for node in nodes:
             plan = self.kv_plan(node, session, by_id)
             key = (self.expected_s(node, plan, eta_s), node.requests, node.node_id)
+            if node.node_id == home:
+                home_choice = (key[0], node, plan)
             if best is None or key < best:
                 best, chosen = key, (node, plan)
-        assert chosen is not None
+        assert chosen is not None and best is not None
+        # Hysteresis: moving K,V for a marginal gain thrashes links and memory turn after turn.
+        if home_choice is not None and best[0] > home_choice[0] * (1.0 - self.cost.switch_margin):
+            return home_choice[1], home_choice[2]
         return chosen
 
     # -- the protocol ---------------------------------------------------------------------------

@@ -44,8 +44,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: common_pb2.TurnRequest, context: Context
     ) -> AsyncIterator[common_pb2.GenerateResponse]:
         check_turn(request, self.app.limits)
-        async for resp in self.router.generate(request):
-            yield resp
+        streaming = False
+        try:
+            async for resp in self.router.generate(request):
+                streaming = True
+                yield resp
+        except SymphonyError as err:
+            if not streaming:
+                raise
+            # Initial metadata is gone once a delta was sent, so no retry hint: just the status.
+            await context.abort(err.grpc_code, err.message)
 
     @translate_errors
     async def Advise(

@@ -280,13 +280,15 @@ _WORDS = [
 
 
 def _text(rng: random.Random, chars: int) -> str:
+    """Exactly ``chars`` characters of words (the answer's length is what sizes ``max_tokens``)."""
     words: list[str] = []
-    n = 0
+    n = -1
     while n < chars:
         w = rng.choice(_WORDS)
         words.append(w)
         n += len(w) + 1
-    return " ".join(words)[:chars]
+    text = " ".join(words)[:chars]
+    return text[:-1] + "." if text.endswith(" ") else text
 
 
 @dataclass(frozen=True)

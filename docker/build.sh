@@ -21,11 +21,14 @@ args=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision")
 if [[ "$eng" == podman ]]; then
   # Docker format keeps HEALTHCHECK; host networking and an explicit ulimit let pip reach PyPI
   # on runners where the default bridge or ulimits are unavailable during builds.
-  args+=(--format docker --network=host --ulimit nofile=20000:20000 --ignorefile docker/context.dockerignore)
+  args+=(--format docker --network=host --ulimit nofile=20000:20000)
 fi
 
 for c in "${components[@]}"; do
   [[ -f "docker/$c.Dockerfile" ]] || { echo "error: no docker/$c.Dockerfile (components: scheduler nodesched workloadgen)" >&2; exit 2; }
   echo "==> $eng build $prefix$c:$tag"
-  engine build "${args[@]}" -f "docker/$c.Dockerfile" -t "$prefix$c:$tag" .
+  ignore=()
+  # BuildKit reads docker/<name>.Dockerfile.dockerignore by itself; Podman is told explicitly.
+  [[ "$eng" == podman ]] && ignore=(--ignorefile "docker/$c.Dockerfile.dockerignore")
+  engine build "${args[@]}" "${ignore[@]}" -f "docker/$c.Dockerfile" -t "$prefix$c:$tag" .
 done

@@ -12,9 +12,11 @@ COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY proto/ proto/
 COPY services/ services/
+COPY vllm/ vllm/
 # python3 -m venv works with the official image (/usr/local/bin) and Debian-style bases (/usr/bin).
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet -c requirements/lock.txt ".[nodesched]" \
+ && /opt/venv/bin/pip install --quiet --no-deps --target /opt/symphony-plugins ./vllm \
  && /opt/venv/bin/pip uninstall --quiet --yes pip
 
 FROM ${PYTHON_IMAGE}
@@ -31,6 +33,9 @@ LABEL org.opencontainers.image.title="symphony-nodesched" \
 RUN echo 'symphony:x:10001:10001:symphony:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'symphony:x:10001:' >> /etc/group
 COPY --from=build /opt/venv /opt/venv
+# The project's KV connector for the vLLM sidecar (dependency-free; the chart's init container
+# copies it onto the sidecar's PYTHONPATH).
+COPY --from=build /opt/symphony-plugins /opt/symphony-plugins
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /tmp

@@ -184,7 +184,8 @@ def test_gpu_daemonset_runs_vllm_sidecar_with_gpu_limit(render: Callable[..., Re
     kv = json.loads(args["--kv-transfer-config"])
     assert kv["kv_connector"] == "SymphonyConnector"
     assert kv["kv_connector_module_path"] == "symphony_vllm.connector"
-    assert kv["kv_connector_extra_config"]["disk_dir"] == "/var/lib/symphony/kv"
+    assert kv["kv_connector_extra_config"]["store_dir"] == "/var/lib/symphony/kv"
+    assert kv["kv_connector_extra_config"]["control_listen"] == "127.0.0.1:8201"
     # The node scheduler drives the sidecar on localhost and shares both K,V tiers with it.
     node_args = _args(spec["containers"][0])
     assert node_args["--engine"] == "vllm"
@@ -325,6 +326,8 @@ def test_labels_and_selectors_agree(render: Callable[..., Rendered], scenario: s
         ({"workloadgen": {"dataset": {"source": "s3"}}}, "source"),
         ({"metrics": {"mode": "scrape"}}, "mode"),
         ({"otel": {"samplingRatio": 2}}, "samplingRatio"),
+        ({"workloadgen": {"target": "vllm:8000"}}, "target"),
+        ({"workloadgen": {"advisoryMissRate": 1.5}}, "advisoryMissRate"),
         ({"schedular": {}}, "schedular"),
         ({"scheduler": {"replicas": 3}}, "replicas"),
     ],
@@ -354,7 +357,9 @@ def test_workload_generator_job(render: Callable[..., Rendered]) -> None:
     assert args["--scheduler-port"] == "50051"
     assert args["--num-clients"] == "16"
     assert args["--dataset"] == "synthetic"
-    assert args["--duration"] == "60" and args["--max-turns"] == "4" and args["--time-scale"] == "10"
+    assert args["--duration"] == "60" and args["--max-turns-per-session"] == "4"
+    assert args["--time-scale"] == "10" and args["--seed"] == "7"
+    assert "--max-turns" not in args and "--callback-host" not in args
     assert spec["initContainers"][0]["command"][-1] == "http://sym-symphony-scheduler:8080/readyz"
 
     cm = render(*SCENARIOS["configmap-dataset"]).one("Job")["spec"]["template"]["spec"]
@@ -373,6 +378,30 @@ def test_workload_generator_job(render: Callable[..., Rendered]) -> None:
     pvc_args = _args(pvc["containers"][0])
     assert pvc_args["--dataset"] == "/data/sharegpt.json" and "--no-advisories" in pvc_args
     assert {v["name"]: v for v in pvc["volumes"]}["dataset"]["persistentVolumeClaim"]["claimName"] == "d"
+
+
+def test_workload_generator_callback_and_openai_target(render: Callable[..., Rendered]) -> None:
+    spec = render({"workloadgen": {"enabled": True, "responseMode": "callback"}}).one("Job")["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    args = _args(container)
+    # The scheduler posts answers back to this pod: its IP and the receiver port.
+    assert args["--callback-host"] == "$(POD_IP)" and args["--receiver-port"] == "50050"
+    assert container["ports"] == [{"name": "receiver", "containerPort": 50050, "protocol": "TCP"}]
+
+    spec = render(
+        {
+            "workloadgen": {
+                "enabled": True,
+                "target": "openai://vllm.llm:8000",
+                "model": "m",
+                "advisories": False,
+            }
+        }
+    ).one("Job")["spec"]
+    args = _args(spec["template"]["spec"]["containers"][0])
+    assert args["--target"] == "openai://vllm.llm:8000" and args["--model"] == "m"
+    assert "--scheduler-ip" not in args and "--no-advisories" in args
+    assert "initContainers" not in spec["template"]["spec"]  # no Symphony scheduler to wait for
 
 
 def test_scrape_annotations_without_prometheus_operator(render: Callable[..., Rendered]) -> None:

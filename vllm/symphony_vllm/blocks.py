@@ -69,17 +69,18 @@ def plan_step(
 
     ``computed_before`` counts tokens the engine had (its prefix cache plus ``external_tokens`` to be
     loaded by the connector); ``computed_after`` counts them at the end of the step. Full prompt blocks
-    that become complete in this step and were neither loaded nor already saved are saved.
+    that are complete by the end of the step and were neither loaded nor already in the store are
+    saved, including blocks the engine's own prefix cache supplied (the store may have evicted them).
     """
     first_ext = (computed_before - external_tokens) // block_size
     last_ext = computed_before // block_size
     load = tuple((i, engine_block_ids[i]) for i in range(first_ext, last_ext) if i < len(engine_block_ids))
     full_prompt_blocks = num_prompt_tokens // block_size
     done_blocks = min(computed_after, num_prompt_tokens) // block_size
-    start = max(already_saved, last_ext)
+    # Loaded blocks lie below ``already_saved`` (they came from the store), so they are never saved.
     save = tuple(
         (i, engine_block_ids[i])
-        for i in range(start, min(done_blocks, full_prompt_blocks))
-        if i < len(engine_block_ids)
+        for i in range(already_saved, min(done_blocks, full_prompt_blocks))
+        if i < len(engine_block_ids) and not first_ext <= i < last_ext
     )
     return BlockPlan(load, save)

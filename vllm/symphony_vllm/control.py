@@ -120,11 +120,7 @@ def _make_handler(store: TierStore) -> type[BaseHTTPRequestHandler]:
                     if not 0 < length <= MAX_BODY:
                         return self._error(HTTPStatus.BAD_REQUEST, "an import needs a non-empty body")
                     payload = self.rfile.read(length)
-                    got_sid, got_layer = store.import_layer(payload, session_id=sid)
-                    if got_layer != int(layer):
-                        return self._error(
-                            HTTPStatus.BAD_REQUEST, f"body holds layer {got_layer}, path says {layer}"
-                        )
+                    got_sid, _ = store.import_layer(payload, session_id=sid, expected_layer=int(layer))
                     return self._json(HTTPStatus.OK, session_json(store.session_info(got_sid)))
                 if method == "GET" and layer is not None:
                     return self._send(

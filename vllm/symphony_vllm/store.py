@@ -349,7 +349,9 @@ class TierStore:
         ).encode()
         return b"".join([_EXPORT_MAGIC, struct.pack("<I", len(header)), header, *parts])
 
-    def import_layer(self, payload: bytes, session_id: str | None = None) -> tuple[str, int]:
+    def import_layer(
+        self, payload: bytes, session_id: str | None = None, expected_layer: int | None = None
+    ) -> tuple[str, int]:
         """Stores a peer's exported layer; once all layers of a block are in, it is loadable, and the
         session is recorded with the blocks complete so far. Returns (session_id, layer)."""
         if not payload.startswith(_EXPORT_MAGIC) or len(payload) < len(_EXPORT_MAGIC) + 4:
@@ -373,6 +375,8 @@ class TierStore:
             raise ValueError("export body does not match its header")
         layer = int(header["layer"])
         self._check_layer(layer)
+        if expected_layer is not None and layer != expected_layer:
+            raise ValueError(f"body holds layer {layer}, expected layer {expected_layer}")
         with self._lock:
             for key, size in zip(keys, sizes, strict=True):
                 self.put_layer(str(key), layer, payload[off : off + size])

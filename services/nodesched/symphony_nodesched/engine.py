@@ -9,9 +9,9 @@ the service can map them to gRPC statuses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from symphony.v1 import common_pb2
 
@@ -141,6 +141,23 @@ class EngineInfo:
     network_gbps: float
     max_num_seqs: int
     tiers: list[TierUsage]
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One finished K,V move, for the ``symphony_kv_transfer*`` metrics."""
+
+    src: str  # "gpu" | "host" | "disk" | "peer"
+    dst: str
+    nbytes: int
+    seconds: float
+
+
+@runtime_checkable
+class TransferReporting(Protocol):
+    """Optional capability: a backend that moves K,V itself reports each transfer to listeners."""
+
+    def add_transfer_listener(self, listener: Callable[[TransferRecord], None]) -> None: ...
 
 
 class PeerFetcher(Protocol):

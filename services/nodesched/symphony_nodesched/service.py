@@ -1,0 +1,201 @@
+"""The NodeScheduler gRPC servicer: validates orders, runs them on the engine backend, exports metrics.
+
+It depends on the :class:`~symphony_nodesched.engine.EngineBackend` protocol only; errors raised as
+:mod:`symphony.errors` types become gRPC statuses here, at the edge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from symphony.errors import InvalidArgument, NotFound, Unavailable
+from symphony.grpcutil import CHANNEL_OPTIONS, translate_errors, translate_stream_errors
+from symphony.limits import Limits
+from symphony.metrics import NodeMetrics
+from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
+from symphony.validation import check_session_id, check_turn
+from symphony_nodesched import convert
+from symphony_nodesched.engine import (
+    EngineBackend,
+    EngineResult,
+    EngineStatus,
+    KvPiece,
+    PeerRef,
+    TransferRecord,
+    TransferReporting,
+)
+
+log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+TRANSFER_ROUTES = (
+    ("gpu", "host"),
+    ("host", "gpu"),
+    ("gpu", "disk"),
+    ("disk", "gpu"),
+    ("peer", "gpu"),
+    ("gpu", "peer"),
+)
+
+
+class GrpcPeerFetcher:
+    """Pulls a session's K,V from a peer node's FetchKv, one channel per peer address."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def fetch(self, peer: PeerRef, session_id: str) -> AsyncIterator[KvPiece]:
+        channel = self._channels.get(peer.address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(peer.address, options=CHANNEL_OPTIONS)
+            self._channels[peer.address] = channel
+        stub = nodesched_pb2_grpc.NodeSchedulerStub(channel)
+        request = nodesched_pb2.FetchKvRequest(session_id=session_id, requester_node_id=self.node_id)
+        try:
+            async for chunk in stub.FetchKv(request, timeout=30.0):
+                yield KvPiece(chunk.layer_start, chunk.layer_end, chunk.tokens, chunk.nbytes, chunk.payload)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"peer {peer.node_id}: {err.details()}") from err
+            raise Unavailable(f"peer {peer.node_id} at {peer.address}: {err.details()}") from err
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()
+
+
+class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
+    def __init__(
+        self,
+        backend: EngineBackend,
+        node_id: str,
+        metrics: NodeMetrics,
+        fetcher: GrpcPeerFetcher,
+        limits: Limits | None = None,
+    ) -> None:
+        self.backend = backend
+        self.node_id = node_id
+        self.metrics = metrics
+        self.fetcher = fetcher
+        self.limits = limits or Limits()
+        self._sequence = itertools.count(1)
+        for src, dst in TRANSFER_ROUTES:  # exported at 0 before the first transfer
+            metrics.transfers.labels(src=src, dst=dst)
+            metrics.transfer_bytes.labels(src=src, dst=dst)
+        if isinstance(backend, TransferReporting):
+            backend.add_transfer_listener(self._on_transfer)
+        self.refresh_metrics()
+
+    def _on_transfer(self, t: TransferRecord) -> None:
+        self.metrics.record_transfer(t.src, t.dst, t.nbytes, t.seconds)
+
+    def refresh_metrics(self, status: EngineStatus | None = None) -> EngineStatus:
+        """Updates the gauges from the backend's status (called on heartbeats and scrapes)."""
+        status = status or self.backend.status(include_sessions=False)
+        m, node = self.metrics, self.node_id
+        for tier in status.tiers:
+            m.tier_used_bytes.labels(node=node, tier=tier.tier).set(tier.used_bytes)
+            m.tier_capacity_bytes.labels(node=node, tier=tier.tier).set(tier.capacity_bytes)
+        m.engine_running.labels(node=node).set(status.load.running_requests)
+        m.engine_waiting.labels(node=node).set(status.load.waiting_requests)
+        m.engine_kv_usage.labels(node=node).set(status.load.kv_usage)
+        return status
+
+    def node_status(self, include_sessions: bool) -> common_pb2.NodeStatus:
+        status = self.refresh_metrics(self.backend.status(include_sessions))
+        return convert.node_status(self.node_id, status, next(self._sequence))
+
+    @translate_stream_errors
+    async def Generate(
+        self, request: nodesched_pb2.NodeGenerateRequest, context: Context
+    ) -> AsyncIterator[common_pb2.GenerateResponse]:
+        turn = request.turn
+        check_turn(turn, self.limits, "turn.")
+        rid = turn.request_id or uuid.uuid4().hex
+        stream = self.backend.generate(convert.engine_request(turn, rid))
+        async for item in stream:
+            if isinstance(item, EngineResult):
+                self.metrics.recomputed_tokens.labels(node=self.node_id).inc(item.recomputed_tokens)
+                yield common_pb2.GenerateResponse(
+                    summary=convert.summary(turn, rid, self.node_id, request.route_reason, item)
+                )
+                return
+            yield common_pb2.GenerateResponse(
+                delta=common_pb2.TokenDelta(text=item.text, num_tokens=item.num_tokens)
+            )
+
+    @translate_errors
+    async def Prepare(
+        self, request: nodesched_pb2.PrepareRequest, context: Context
+    ) -> nodesched_pb2.PrepareResponse:
+        check_session_id(request.session_id, self.limits)
+        source = convert.SOURCE_FROM_PROTO.get(request.source)
+        if source is None:
+            raise InvalidArgument("source", f"unknown KvSource {request.source}")
+        if not math.isfinite(request.eta_s) or request.eta_s < 0:
+            raise InvalidArgument("eta_s", f"must be a finite number >= 0, got {request.eta_s}")
+        if source == "peer" and not request.peer_address:
+            raise InvalidArgument("peer_address", "required when source is KV_SOURCE_PEER")
+        if source == "recompute" and not request.messages:
+            raise InvalidArgument("messages", "required when source is KV_SOURCE_RECOMPUTE")
+        if len(request.messages) > self.limits.max_messages:
+            raise InvalidArgument("messages", f"more than {self.limits.max_messages} messages")
+        peer = PeerRef(request.peer_node_id, request.peer_address) if request.peer_address else None
+        outcome = await self.backend.prepare(
+            request.session_id,
+            source,
+            convert.messages_from_proto(list(request.messages)),
+            peer,
+            request.eta_s,
+            self.fetcher,
+        )
+        if outcome.accepted:
+            self.metrics.prepares.labels(node=self.node_id, source=outcome.source).inc()
+        return nodesched_pb2.PrepareResponse(
+            accepted=outcome.accepted,
+            source=convert.SOURCE_TO_PROTO.get(outcome.source, nodesched_pb2.KV_SOURCE_UNSPECIFIED),
+            expected_ready_s=outcome.expected_ready_s,
+            tokens=outcome.tokens,
+        )
+
+    @translate_errors
+    async def Release(
+        self, request: nodesched_pb2.ReleaseRequest, context: Context
+    ) -> nodesched_pb2.ReleaseResponse:
+        check_session_id(request.session_id, self.limits)
+        freed = await self.backend.release(request.session_id, request.prefetch_only)
+        return nodesched_pb2.ReleaseResponse(released=freed > 0, freed_bytes=freed)
+
+    @translate_stream_errors
+    async def FetchKv(
+        self, request: nodesched_pb2.FetchKvRequest, context: Context
+    ) -> AsyncIterator[nodesched_pb2.KvChunk]:
+        check_session_id(request.session_id, self.limits)
+        sent = 0
+        async for piece in self.backend.export_kv(request.session_id):
+            sent += piece.nbytes
+            yield nodesched_pb2.KvChunk(
+                session_id=request.session_id,
+                layer_start=piece.layer_start,
+                layer_end=piece.layer_end,
+                tokens=piece.tokens,
+                nbytes=piece.nbytes,
+                payload=piece.payload,
+            )
+        # The serving side of a peer migration; its duration is modelled from the network bandwidth.
+        seconds = sent / (self.backend.info.network_gbps * 1e9) if self.backend.info.network_gbps > 0 else 0.0
+        self.metrics.record_transfer("gpu", "peer", sent, seconds)
+
+    @translate_errors
+    async def GetStatus(
+        self, request: nodesched_pb2.GetStatusRequest, context: Context
+    ) -> common_pb2.NodeStatus:
+        return self.node_status(request.include_sessions)

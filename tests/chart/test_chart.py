@@ -190,6 +190,8 @@ def test_gpu_daemonset_runs_vllm_sidecar_with_gpu_limit(render: Callable[..., Re
     node_args = _args(spec["containers"][0])
     assert node_args["--engine"] == "vllm"
     assert node_args["--vllm-url"] == "http://127.0.0.1:8000"
+    assert node_args["--vllm-control-url"] == "http://127.0.0.1:8201"
+    assert node_args["--vllm-model"] == "meta-llama/Llama-3.1-8B-Instruct"
     mounts = {c["name"]: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in spec["containers"]}
     for shared in ("shm", "disk-tier"):
         assert mounts["nodesched"][shared] == mounts["vllm"][shared]
@@ -203,6 +205,13 @@ def test_gpu_daemonset_runs_vllm_sidecar_with_gpu_limit(render: Callable[..., Re
     assert init["image"] == "registry.example.com/symphony/symphony-nodesched:0.1.0"
     assert {"name": "PYTHONPATH", "value": "/opt/symphony-plugins"} in vllm["env"]
     assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
+def test_without_kv_connector_the_node_only_warms_up(render: Callable[..., Rendered]) -> None:
+    spec = render({"vllm": {"kvConnector": {"enabled": False}}}).one("DaemonSet")["spec"]["template"]["spec"]
+    assert "initContainers" not in spec
+    assert _args(spec["containers"][0])["--vllm-control-url"] == ""
+    assert "--kv-transfer-config" not in _args(spec["containers"][1])
 
 
 def test_default_values_target_gpu_nodes(render: Callable[..., Rendered]) -> None:
@@ -246,14 +255,17 @@ def test_node_scheduler_command_line_follows_the_contract(render: Callable[..., 
 
 
 def test_scheduler_deployment_service_and_pdb(render: Callable[..., Rendered]) -> None:
-    rendered = render({"scheduler": {"policy": "prefix_aware", "lease": 7.5, "extraArgs": ["--x", "1"]}})
+    rendered = render(
+        {"scheduler": {"policy": "prefix_aware", "lease": 7.5, "maxMessages": 64, "extraArgs": ["--x", "1"]}}
+    )
     deploy = rendered.one("Deployment", "-scheduler")
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     args = _args(container)
     assert args["--policy"] == "prefix_aware"
     assert args["--lease"] == "7.5"
     assert args["--listen"] == "0.0.0.0:50051" and args["--http-listen"] == "0.0.0.0:8080"
-    assert args["--x"] == "1"
+    assert args["--x"] == "1" and args["--max-messages"] == "64" and args["--session-ttl"] == "900"
+    assert "--max-prompt-chars" not in args
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert deploy["spec"]["strategy"]["type"] == "Recreate"

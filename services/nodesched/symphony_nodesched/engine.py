@@ -17,7 +17,12 @@ from symphony.v1 import common_pb2
 
 # Tier names used in metrics labels and dictionaries; the proto enum is used on the wire.
 TIERS = ("gpu", "host", "disk")
-TIER_TO_PROTO = {"gpu": common_pb2.TIER_GPU, "host": common_pb2.TIER_HOST, "disk": common_pb2.TIER_DISK}
+TIER_TO_PROTO = {
+    "gpu": common_pb2.TIER_GPU,
+    "host": common_pb2.TIER_HOST,
+    "disk": common_pb2.TIER_DISK,
+    "peer": common_pb2.TIER_PEER,  # a source of cached tokens, not a tier of this node
+}
 PROTO_TO_TIER = {v: k for k, v in TIER_TO_PROTO.items()}
 
 

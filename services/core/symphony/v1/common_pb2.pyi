@@ -29,6 +29,8 @@ class _TierEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tier.ValueType],
     TIER_GPU: _Tier.ValueType  # 1
     TIER_HOST: _Tier.ValueType  # 2
     TIER_DISK: _Tier.ValueType  # 3
+    TIER_PEER: _Tier.ValueType  # 4
+    """Not a tier of this node: K,V fetched from a peer node for this turn (in cached_by_tier only)."""
 
 class Tier(_Tier, metaclass=_TierEnumTypeWrapper):
     """A memory tier of a node's K,V store, fastest first."""
@@ -37,6 +39,8 @@ TIER_UNSPECIFIED: Tier.ValueType  # 0
 TIER_GPU: Tier.ValueType  # 1
 TIER_HOST: Tier.ValueType  # 2
 TIER_DISK: Tier.ValueType  # 3
+TIER_PEER: Tier.ValueType  # 4
+"""Not a tier of this node: K,V fetched from a peer node for this turn (in cached_by_tier only)."""
 Global___Tier: _TypeAlias = Tier  # noqa: Y015
 
 @_typing.final

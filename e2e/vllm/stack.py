@@ -1,0 +1,179 @@
+"""The Symphony stack on real vLLM engines: scheduler + one `--engine vllm` node scheduler per
+engine + the workload generator, as separate processes on loopback (the same command lines the
+chart uses). Passes when the workload generator reports no failed turn and every engine's connector
+store holds sessions filed by the node schedulers.
+Usage: stack.py --bin VENV_BIN --run-dir DIR --engine NAME=OPENAI_URL,CONTROL_URL [--engine ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
+    """Polls a health endpoint of a process this script started; fails fast if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"error: {log.stem} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    sys.exit(f"error: {url} not ready after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bin", required=True, type=Path, help="bin directory of the dev venv")
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--engine", action="append", required=True, help="NAME=OPENAI_URL,CONTROL_URL")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--duration", type=float, default=40.0)
+    p.add_argument("--policy", default="symphony")
+    args = p.parse_args(argv)
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str, cmd: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log = args.run_dir / f"{name}.log"
+        proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        procs[name] = proc
+        return proc, log
+
+    try:
+        grpc_port, http_port = free_port(), free_port()
+        sched, sched_log = spawn(
+            "scheduler",
+            [
+                str(args.bin / "symphony-scheduler"),
+                "--listen",
+                f"127.0.0.1:{grpc_port}",
+                "--http-listen",
+                f"127.0.0.1:{http_port}",
+                "--policy",
+                args.policy,
+                "--heartbeat-interval",
+                "1.0",
+            ],
+        )
+        wait_http(f"http://127.0.0.1:{http_port}/healthz", sched, 60, sched_log)
+        controls = {}
+        for spec in args.engine:
+            name, _, urls = spec.partition("=")
+            url, _, control = urls.partition(",")
+            controls[name] = control
+            port, mport = free_port(), free_port()
+            node, node_log = spawn(
+                f"nodesched-{name}",
+                [
+                    str(args.bin / "symphony-nodesched"),
+                    "--node-id",
+                    f"node-{name}",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--advertise",
+                    f"127.0.0.1:{port}",
+                    "--scheduler",
+                    f"127.0.0.1:{grpc_port}",
+                    "--engine",
+                    "vllm",
+                    "--profile",
+                    "cpu-tiny/test",
+                    "--vllm-url",
+                    url,
+                    "--vllm-control-url",
+                    control,
+                    "--metrics-listen",
+                    f"127.0.0.1:{mport}",
+                ],
+            )
+            wait_http(f"http://127.0.0.1:{mport}/healthz", node, 120, node_log)
+        wait_http(f"http://127.0.0.1:{http_port}/readyz", sched, 60, sched_log)
+        before = {n: len(sessions(c)) for n, c in controls.items()}
+        out = args.run_dir / "workload"
+        wl = subprocess.run(
+            [
+                str(args.bin / "symphony-workloadgen"),
+                "--scheduler-ip",
+                "127.0.0.1",
+                "--scheduler-port",
+                str(grpc_port),
+                "--num-clients",
+                str(args.clients),
+                "--duration",
+                str(args.duration),
+                "--synthetic-turns",
+                "2-4",
+                "--synthetic-prompt-chars",
+                "400-1200",
+                "--synthetic-answer-chars",
+                "100-300",
+                "--max-tokens",
+                "16",
+                "--ignore-eos",
+                "--time-scale",
+                "10",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--no-plots",
+                "--progress-interval",
+                "5",
+            ],
+            check=False,
+        )
+        held = {n: len(sessions(c)) - before[n] for n, c in controls.items()}
+        print(f"sessions filed in each engine's connector store by this run: {held}")
+        summary = out / "summary.json"
+        if summary.exists():
+            doc = json.loads(summary.read_text())
+            print("workload summary:", json.dumps({k: doc[k] for k in list(doc)[:12]}, default=str)[:1500])
+        problems = []
+        if wl.returncode != 0:
+            problems.append(f"the workload generator exited with {wl.returncode}")
+        if not any(held.values()):
+            problems.append("no engine's store holds a session: the node schedulers did not name sessions")
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                problems.append(f"{name} died with {proc.returncode}")
+        for msg in problems:
+            print(f"FAIL: {msg}")
+        return 1 if problems else 0
+    finally:
+        for proc in reversed(procs.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def sessions(control: str) -> list[object]:
+    with urllib.request.urlopen(f"{control}/v1/sessions", timeout=10) as r:
+        return list(json.loads(r.read())["sessions"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from symphony_cluster.local import LocalStack, StackConfig, StackError
+from symphony_cluster.sim import command as simulate_command
 
 log = logging.getLogger("symphony")
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="after --, extra flags for the workload generator (see symphony-workloadgen --help)",
     )
+    simulate_command.add_parser(sub)
     return parser
 
 
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return asyncio.run(_run(args))
+    if args.command == "simulate":
+        return simulate_command.run(args)
     raise AssertionError(args.command)
 
 

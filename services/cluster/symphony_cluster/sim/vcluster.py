@@ -10,6 +10,7 @@ node schedulers do. The loop keeps exactly ``users`` sessions active, as the gen
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import statistics
@@ -144,7 +145,7 @@ class VirtualCluster:
     def _execute(self, commands: Sequence[Command], t: float) -> None:
         """Carries out the scheduler's orders one hop later, as the live shell's RPCs would."""
         for cmd in commands:
-            self.at(t + self.sc.hop_s, lambda now, c=cmd: self._apply(c, now))
+            self.at(t + self.sc.hop_s, functools.partial(self._apply, cmd))
 
     def _apply(self, cmd: Command, now: float) -> None:
         node = self.nodes.get(cmd.node_id)

@@ -17,9 +17,16 @@ from symphony.errors import InvalidArgument, ResourceExhausted, SymphonyError, U
 from symphony.tokens import prompt_token_count
 from symphony.v1 import common_pb2, nodesched_pb2
 from symphony_scheduler.app import SchedulerApp
-from symphony_scheduler.state import TIER_NAMES
 
 log = logging.getLogger(__name__)
+
+# Labels of symphony_cached_prompt_tokens_total{tier}: where a turn's cached prompt tokens came from.
+CACHED_TIER_LABELS = {
+    common_pb2.TIER_GPU: "gpu",
+    common_pb2.TIER_HOST: "host",
+    common_pb2.TIER_DISK: "disk",
+    common_pb2.TIER_PEER: "peer",
+}
 
 # Node statuses passed through to the client as the same kind of error.
 _PASSTHROUGH: dict[grpc.StatusCode, type[SymphonyError]] = {
@@ -114,7 +121,7 @@ class Router:
     ) -> None:
         end = self.app.now()
         ttft = (first_token_at if first_token_at is not None else end) - started
-        cached = {TIER_NAMES.get(t.tier, "disk"): int(t.tokens) for t in summary.cached_by_tier}
+        cached = {CACHED_TIER_LABELS.get(t.tier, "disk"): int(t.tokens) for t in summary.cached_by_tier}
         self.app.metrics.observe_turn(
             turn.turn_index, ttft, end - started, summary.completion_tokens, summary.prompt_tokens, cached
         )

@@ -46,8 +46,9 @@ class NodeApp:
     def grpc_port(self) -> int:
         return self.grpc.port if self.grpc else 0
 
-    async def start(self, advertise: str | None = None) -> None:
-        """Starts everything; ``advertise`` overrides the configured address (tests bind port 0)."""
+    async def start(self) -> None:
+        """Starts the backend, the servers and registration. An advertised port 0 (tests bind port 0)
+        is replaced by the port the gRPC server actually got."""
         await self.backend.start()
         service = NodeService(self.backend, self.config.node_id, self.metrics, self.fetcher)
         self.service = service
@@ -60,7 +61,8 @@ class NodeApp:
             make_app(self.registry, service.refresh_metrics), self.config.metrics_listen
         )
         self._channel = grpc.aio.insecure_channel(self.config.scheduler, options=CHANNEL_OPTIONS)
-        address = advertise or self.config.advertise
+        host, _, port = self.config.advertise.rpartition(":")
+        address = f"{host}:{self.grpc.port}" if port == "0" else self.config.advertise
         self.registrar = Registrar(
             scheduler_pb2_grpc.SchedulerStub(self._channel),
             convert.registration(self.config.node_id, address, self.backend.info),

@@ -53,7 +53,7 @@ def ttft_s(profile: Profile, tokens: int) -> float:
     return first.t
 
 
-def prefill_throughput(profile: Profile, tokens: int = 512, requests: int = 2048) -> float:
+def prefill_throughput(profile: Profile, tokens: int = 512, requests: int = 1024) -> float:
     """Tokens/s of many concurrent single-token requests (the '10,000 concurrent prefills' run)."""
     node = SimNode(profile, "validate")
     for i in range(requests):

@@ -31,10 +31,11 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_http() {  # URL TIMEOUT_S LOGFILE: poll a health endpoint of a process we started
+wait_http() {  # URL TIMEOUT_S LOGFILE [PID]: poll a health endpoint of a process we started
   local url=$1 deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$url"; do
-    if ((SECONDS > deadline)); then log "timeout waiting for $url; last log lines:"; tail -30 "$3" >&2; exit 1; fi
+  until "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url" 2>/dev/null; do
+    if [[ -n ${4:-} ]] && ! kill -0 "$4" 2>/dev/null; then log "the process behind $url died; last log lines:"; tail -40 "$3" >&2; exit 1; fi
+    if ((SECONDS > deadline)); then log "timeout waiting for $url; last log lines:"; tail -40 "$3" >&2; exit 1; fi
     sleep 2
   done
 }
@@ -68,16 +69,17 @@ start_engine() {  # NAME CORE -> sets URL_<NAME>, CTL_<NAME>
     --model "$MODEL" --served-model-name tiny --max-model-len 4096 --max-num-seqs 16 \
     --enable-prompt-tokens-details --kv-transfer-config "$cfg" >"$RUN/vllm-$name.log" 2>&1 &
   PIDS+=($!)
+  printf -v "PID_$name" '%s' "$!"
   printf -v "URL_$name" 'http://127.0.0.1:%s' "$port"
   printf -v "CTL_$name" 'http://127.0.0.1:%s' "$ctl"
 }
 start_engine a 0
-log "waiting for engine a (vLLM takes 1-2 minutes to start on the CPU)"
-wait_http "$URL_a/health" 600 "$RUN/vllm-a.log"
 start_engine b 1
-wait_http "$URL_b/health" 600 "$RUN/vllm-b.log"
-wait_http "$CTL_a/v1/info" 60 "$RUN/vllm-a.log"
-wait_http "$CTL_b/v1/info" 60 "$RUN/vllm-b.log"
+log "waiting for both engines (vLLM takes 1-2 minutes to start on the CPU)"
+wait_http "$URL_a/health" 600 "$RUN/vllm-a.log" "$PID_a"
+wait_http "$URL_b/health" 600 "$RUN/vllm-b.log" "$PID_b"
+wait_http "$CTL_a/v1/info" 60 "$RUN/vllm-a.log" "$PID_a"
+wait_http "$CTL_b/v1/info" 60 "$RUN/vllm-b.log" "$PID_b"
 
 log "measuring turn-2 TTFT: no reuse / prefix cache / tier restore / peer migration"
 (cd "$ROOT" && "$PY" e2e/vllm/measure.py --a "$URL_a" --a-control "$CTL_a" --b "$URL_b" --b-control "$CTL_b" \

@@ -126,12 +126,14 @@ class LocalStack:
 
     async def start(self) -> None:
         """Starts the scheduler and the nodes and waits until every node has registered."""
+        # Every child is started before this process opens a gRPC channel: forking a process whose
+        # gRPC threads are running is unsafe. Nodes retry their registration until the scheduler is up.
         await self.scheduler.start()
+        for node in self.nodes:
+            await node.start()
         deadline = time.monotonic() + self.config.startup_timeout_s
         async with grpc.aio.insecure_channel(self.scheduler_address) as channel:
             await self._wait_serving(channel, deadline)
-            for node in self.nodes:
-                await node.start()
             await self._wait_registered(channel, deadline)
 
     async def _wait_serving(self, channel: grpc.aio.Channel, deadline: float) -> None:

@@ -7,14 +7,17 @@ ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# The project's package spans several folders (see the hatch wheel packages in pyproject.toml).
-COPY pyproject.toml README.md ./
+# Dependencies first, pinned by the lock file: this layer stays cached while the sources change.
+COPY pyproject.toml README.md docker/extra_requirements.py ./
 COPY requirements/ requirements/
+RUN python3 -m venv /opt/venv \
+ && python3 extra_requirements.py scheduler > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --quiet -c requirements/lock.txt -r /tmp/requirements.txt
+# Then the project; its package spans several folders (see pyproject.toml's hatch wheel packages).
 COPY proto/ proto/
 COPY services/ services/
-# python3 -m venv works with the official image (/usr/local/bin) and Debian-style bases (/usr/bin).
-RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --quiet -c requirements/lock.txt ".[scheduler]" \
+RUN /opt/venv/bin/pip install --quiet --no-deps . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/pip uninstall --quiet --yes pip
 
 FROM ${PYTHON_IMAGE}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Make the Dockerfiles' base image locally, for machines that cannot pull from a container
-# registry: a Debian bookworm root with python3 3.11 from mmdebstrap, tagged with the same name
-# as the official image so the very same Dockerfiles build. Idempotent: does nothing when the
-# tag exists. Needs root and podman (apt-get installs mmdebstrap when missing).
+# Provide the Dockerfiles' base image: pull it when a registry is reachable; otherwise make it
+# locally (machines without registry access): a Debian bookworm root with python3 3.11 from
+# mmdebstrap, tagged with the official image's name so the very same Dockerfiles build.
+# Idempotent: does nothing when the tag exists. The local path needs root and podman
+# (apt-get installs mmdebstrap when missing).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -13,6 +14,11 @@ if engine image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   echo "base image $BASE_IMAGE already present"
   exit 0
 fi
+if engine pull "$BASE_IMAGE" >/dev/null 2>&1; then
+  echo "pulled $BASE_IMAGE"
+  exit 0
+fi
+echo "cannot pull $BASE_IMAGE: making a stand-in locally"
 command -v mmdebstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq mmdebstrap; }
 
 work="$(mktemp -d)"

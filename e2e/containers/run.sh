@@ -73,7 +73,7 @@ hardened=(--read-only --tmpfs /tmp:rw,size=256m --cap-drop ALL --security-opt no
 [[ "$(detect_engine 2>/dev/null || true)" == podman ]] && hardened+=(--ulimit host)
 
 probe() {  # probe.py from a throw-away container on the stack's network
-  engine run --rm --network "$NET" "${hardened[@]}" -v "$root/e2e/containers/probe.py:/probe.py:ro" \
+  engine run --rm --no-healthcheck --network "$NET" "${hardened[@]}" -v "$root/e2e/containers/probe.py:/probe.py:ro" \
     --entrypoint python3 "${IMG}workloadgen:$TAG" /probe.py "$@"
 }
 
@@ -94,27 +94,30 @@ main() {
 
   log "network $NET, scheduler, ${#NODES[@]} sim node schedulers"
   engine network create "$NET" >/dev/null
+  # (Podman without systemd logs that it cannot schedule health checks: they run explicitly below.)
   engine run -d --name "$PREFIX-scheduler" --network "$NET" "${hardened[@]}" "${IMG}scheduler:$TAG" \
     --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --policy symphony \
-    --heartbeat-interval 0.5 --lease 5.0 --log-level info >/dev/null
+    --heartbeat-interval 0.5 --lease 5.0 --log-level info >/dev/null 2>>"$OUT/engine.log"
   for node in "${NODES[@]}"; do
     engine run -d --name "$PREFIX-$node" --network "$NET" "${hardened[@]}" "${IMG}nodesched:$TAG" \
       --node-id "$node" --listen 0.0.0.0:50061 --advertise "$PREFIX-$node:50061" \
       --scheduler "$PREFIX-scheduler:50051" --engine sim --profile cpu-tiny/test \
-      --time-scale "$TIME_SCALE" --metrics-listen 0.0.0.0:9100 --disk-dir /tmp/kv --log-level info >/dev/null
+      --time-scale "$TIME_SCALE" --metrics-listen 0.0.0.0:9100 --disk-dir /tmp/kv --log-level info >/dev/null 2>>"$OUT/engine.log"
   done
   local sched="http://$PREFIX-scheduler:8080"
   probe ready "$sched/readyz" --timeout 120
   probe metric "$sched/metrics" symphony_nodes_healthy --min "${#NODES[@]}" --timeout 60
 
   log "workload: $CLIENTS clients, synthetic dataset, ${DURATION} s, time scale $TIME_SCALE"
-  chown 10001:10001 "$OUT/run"
-  local wg_rc=0
-  engine run --name "$PREFIX-workloadgen" --network "$NET" "${hardened[@]}" \
+  chown 10001:10001 "$OUT/run" 2>/dev/null || chmod 0777 "$OUT/run"  # the images run as uid 10001
+  engine run -d --no-healthcheck --name "$PREFIX-workloadgen" --network "$NET" "${hardened[@]}" \
     -v "$OUT/run:/out" "${IMG}workloadgen:$TAG" \
     --scheduler-ip "$PREFIX-scheduler" --scheduler-port 50051 --num-clients "$CLIENTS" \
     --dataset synthetic --time-scale "$TIME_SCALE" --duration "$DURATION" --seed 7 \
-    --out /out --progress-interval 5 || wg_rc=$?
+    --out /out --progress-interval 5 >/dev/null
+  local wg_rc
+  wg_rc="$(engine wait "$PREFIX-workloadgen")"
+  engine logs "$PREFIX-workloadgen" 2>&1 | grep -v ' INFO ' || true
   [[ $wg_rc -eq 0 ]] || fail "the workload generator exited $wg_rc (0 means every turn completed)"
   [[ -s "$OUT/run/summary.json" ]] || fail "no summary.json written"
   local ok failed
@@ -124,12 +127,14 @@ main() {
   echo "ok: $ok turns completed, 0 failed"
 
   log "metrics of every server"
-  probe metrics "$sched/metrics" symphony_turns symphony_routing_decisions symphony_nodes_healthy \
-    symphony_sessions_active symphony_turn_ttft_seconds
-  probe metric "$sched/metrics" symphony_routing_decisions_total --min "$ok" --timeout 10
+  probe metrics "$sched/metrics" symphony_turns_total symphony_routing_decisions_total \
+    symphony_nodes_healthy symphony_sessions_active symphony_turn_ttft_seconds symphony_advisories_total
+  # The scheduler saw at least every turn the generator completed, and routed them.
+  probe metric "$sched/metrics" symphony_turns_total --min "$ok" --timeout 10
+  probe metric "$sched/metrics" symphony_routing_decisions_total --min 1 --timeout 10
   for node in "${NODES[@]}"; do
     probe metrics "http://$PREFIX-$node:9100/metrics" symphony_kv_tier_used_bytes \
-      symphony_engine_requests_running symphony_kv_transfers
+      symphony_engine_requests_running symphony_kv_transfers_total symphony_recomputed_prompt_tokens_total
   done
 
   if [[ "$(detect_engine)" == podman ]]; then

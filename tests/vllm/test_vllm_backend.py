@@ -21,6 +21,7 @@ from symphony_nodesched.engine import (
     Message,
     PeerRef,
     TokenEvent,
+    TransferRecord,
 )
 from symphony_vllm.control import ControlServer
 from symphony_vllm.store import TierStore
@@ -269,6 +270,8 @@ async def test_prepare_from_a_peer_migrates_the_session(node: Node, tmp_path: Pa
     try:
         await run(peer_backend, turn("s7"))
         assert node.backend is not None
+        moves: list[TransferRecord] = []
+        node.backend.add_transfer_listener(moves.append)
         out = await node.backend.prepare(
             "s7", "peer", [], PeerRef("b", "x:1"), 5.0, PeerFetch({"b": peer_backend})
         )
@@ -276,6 +279,11 @@ async def test_prepare_from_a_peer_migrates_the_session(node: Node, tmp_path: Pa
         assert node.store.session_keys("s7") == peer.store.session_keys("s7")
         assert node.store.get_layer("s7-2", 1) == peer.store.get_layer("s7-2", 1)
         assert node.fake.bodies == []
+        assert [(m.src, m.dst) for m in moves] == [("peer", "host")] and moves[0].nbytes > 3 * 2 * 16
+        # The next turn's restored tokens are the peer's, not this node's own tiers'.
+        node.fake.cached, node.fake.loaded_from_host = 12, 12
+        _, res = await run(node.backend, turn("s7"))
+        assert res.cached_by_tier == {"peer": 12}
     finally:
         await peer.stop()
 

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -46,6 +46,7 @@ from symphony_nodesched.engine import (
     Residency,
     TierUsage,
     TokenEvent,
+    TransferRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class VllmBackend:
         self._sessions: list[dict[str, Any]] = []
         self._prepared: set[str] = set()
         self._running: dict[str, str] = {}  # request id -> session id
+        self._from_peer: set[str] = set()  # sessions whose stored K,V was imported from a peer
+        self._listeners: list[Callable[[TransferRecord], None]] = []
         self.info = EngineInfo(
             kind="vllm",
             model=self._model,
@@ -200,6 +203,14 @@ class VllmBackend:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    def add_transfer_listener(self, listener: Callable[[TransferRecord], None]) -> None:
+        self._listeners.append(listener)
+
+    def _transfer(self, src: str, dst: str, nbytes: int, seconds: float) -> None:
+        if nbytes > 0:
+            for listener in self._listeners:
+                listener(TransferRecord(src, dst, nbytes, seconds))
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -371,6 +382,15 @@ class VllmBackend:
         prompt = int(usage.get("prompt_tokens", 0))
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         by_tier, load_s = await self._cached_by_tier(tag, cached)
+        per_token = self.info.kv_bytes_per_token
+        for tier in ("host", "disk"):
+            self._transfer(tier, "gpu", by_tier.get(tier, 0) * per_token, load_s)
+        if request.session_id in self._from_peer:
+            # The store's copy came from a peer ahead of this turn: count it as the peer's.
+            self._from_peer.discard(request.session_id)
+            moved = by_tier.pop("host", 0) + by_tier.pop("disk", 0)
+            if moved:
+                by_tier["peer"] = moved
         yield EngineResult(
             prompt_tokens=prompt,
             completion_tokens=int(usage.get("completion_tokens", 0)),
@@ -410,7 +430,9 @@ class VllmBackend:
         if source in ("auto", "local"):
             doc = await self._control_call("POST", f"/v1/sessions/{quote(session_id, safe='')}/prefetch")
             if doc is not None and int(doc.get("tokens", 0)) > 0:
-                outcome = PrepareOutcome(True, "local", time.perf_counter() - t0, int(doc["tokens"]))
+                seconds = time.perf_counter() - t0
+                self._transfer("disk", "host", int(doc.get("bytes_read", 0)), seconds)
+                outcome = PrepareOutcome(True, "local", seconds, int(doc["tokens"]))
         if outcome is None and source in ("auto", "peer") and peer is not None and self._control is not None:
             outcome = await self._import_from_peer(session_id, peer, fetcher, t0)
         if outcome is None and messages:
@@ -423,9 +445,10 @@ class VllmBackend:
     async def _import_from_peer(
         self, session_id: str, peer: PeerRef, fetcher: PeerFetcher, t0: float
     ) -> PrepareOutcome | None:
-        tokens = 0
+        tokens = nbytes = 0
         try:
             async for piece in fetcher.fetch(peer, session_id):
+                nbytes += len(piece.payload)
                 if not piece.payload:
                     raise InvalidArgument(
                         "payload", f"peer {peer.node_id} sent K,V without data (a sim node?)"
@@ -439,7 +462,12 @@ class VllmBackend:
         except (NotFound, Unavailable, InvalidArgument) as e:
             log.info("peer import of %s from %s failed (%s); falling back", session_id, peer.node_id, e)
             return None
-        return PrepareOutcome(True, "peer", time.perf_counter() - t0, tokens) if tokens else None
+        if not tokens:
+            return None
+        seconds = time.perf_counter() - t0
+        self._transfer("peer", "host", nbytes, seconds)
+        self._from_peer.add(session_id)
+        return PrepareOutcome(True, "peer", seconds, tokens)
 
     async def _warm_up(self, session_id: str, messages: Sequence[Message], t0: float) -> PrepareOutcome:
         """A one-token prefill of the transcript: the engine computes its K,V (and the connector saves
@@ -461,6 +489,8 @@ class VllmBackend:
 
     async def release(self, session_id: str, prefetch_only: bool) -> int:
         self._prepared.discard(session_id)
+        if not prefetch_only:
+            self._from_peer.discard(session_id)
         sid = quote(session_id, safe="")
         doc = (
             await self._control_call("POST", f"/v1/sessions/{sid}/demote")

@@ -55,6 +55,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--session-ttl", type=positive, default=900.0, help="seconds before an idle session is forgotten"
     )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=1_000_000,
+        help="sessions tracked at most (least recently active dropped)",
+    )
     p.add_argument("--max-messages", type=int, default=Limits().max_messages, help="most messages per turn")
     p.add_argument("--max-prompt-chars", type=int, default=Limits().max_prompt_chars)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -80,8 +86,8 @@ async def run(config: SchedulerConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.max_messages <= 0 or args.max_prompt_chars <= 0:
-        parser().error("--max-messages and --max-prompt-chars must be > 0")
+    if args.max_messages <= 0 or args.max_prompt_chars <= 0 or args.max_sessions <= 0:
+        parser().error("--max-messages, --max-prompt-chars and --max-sessions must be > 0")
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     config = SchedulerConfig(
         listen=args.listen,
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         lease_s=args.lease,
         session_ttl_s=args.session_ttl,
+        max_sessions=args.max_sessions,
         limits=Limits(max_messages=args.max_messages, max_prompt_chars=args.max_prompt_chars),
     )
     try:

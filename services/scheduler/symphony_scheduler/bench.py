@@ -17,6 +17,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -102,26 +103,35 @@ def bench_core(policy: str, sessions: int, decisions: int) -> dict[str, float]:
     }
 
 
-async def paced(rate: float, seconds: float, one: asyncio.Future[None] | None, send: object) -> list[float]:
-    """Open-loop load: starts a turn every 1/rate s regardless of completions; returns latencies."""
-    assert callable(send)
+async def paced(
+    rate: float, seconds: float, send: Callable[[int], Awaitable[None]]
+) -> tuple[list[float], int]:
+    """Open-loop load: starts a turn every 1/rate s regardless of completions.
+
+    Returns the latencies of the turns that succeeded and the number that failed.
+    """
     latencies: list[float] = []
+    failed = 0
     tasks: list[asyncio.Task[None]] = []
 
     async def timed(i: int) -> None:
+        nonlocal failed
         t0 = time.perf_counter()
-        await send(i)
+        try:
+            await send(i)
+        except grpc.aio.AioRpcError:
+            failed += 1
+            return
         latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
+    for i in range(int(rate * seconds)):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)  # pacing the offered load, not synchronisation
         tasks.append(asyncio.create_task(timed(i)))
     await asyncio.gather(*tasks)
-    return latencies
+    return latencies, failed
 
 
 async def bench_live(rates: list[float], seconds: float) -> list[dict[str, float]]:
@@ -164,11 +174,20 @@ async def bench_live(rates: list[float], seconds: float) -> list[dict[str, float
             pass
 
     results = []
+
+    async def worker(w: int, n: int) -> None:
+        for i in range(n):
+            async for _ in sched.Generate(turn(w * 1000 + i)):
+                pass
+
     try:
-        await paced(100, 0.5, None, via)  # warm up channels and code paths
+        await paced(100, 0.5, via)  # warm up channels and code paths
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w, 100) for w in range(32)))
+        results.append({"capacity": 3200 / (time.perf_counter() - t0)})
         for rate in rates:
-            d = await paced(rate, seconds, None, direct)
-            v = await paced(rate, seconds, None, via)
+            d, d_failed = await paced(rate, seconds, direct)
+            v, v_failed = await paced(rate, seconds, via)
             results.append(
                 {
                     "rate": rate,
@@ -177,6 +196,7 @@ async def bench_live(rates: list[float], seconds: float) -> list[dict[str, float
                     "via_p50_ms": pct(v, 0.5) * 1e3,
                     "via_p99_ms": pct(v, 0.99) * 1e3,
                     "mean_via_ms": statistics.fmean(v) * 1e3,
+                    "failed": d_failed + v_failed,
                 }
             )
     finally:
@@ -219,11 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'turns/s':>8} {'direct p50':>11} {'direct p99':>11} {'via p50':>9} {'via p99':>9} {'added p50':>10} {'added p99':>10}  (ms)"
         )
-        for r in asyncio.run(bench_live(args.rates, args.seconds)):
+        capacity, *rows = asyncio.run(bench_live(args.rates, args.seconds))
+        print(f"closed loop, 32 concurrent clients: {capacity['capacity']:.0f} turns/s through the scheduler")
+        for r in rows:
             print(
                 f"{r['rate']:>8.0f} {r['direct_p50_ms']:>11.2f} {r['direct_p99_ms']:>11.2f} {r['via_p50_ms']:>9.2f} "
                 f"{r['via_p99_ms']:>9.2f} {r['via_p50_ms'] - r['direct_p50_ms']:>10.2f} "
-                f"{r['via_p99_ms'] - r['direct_p99_ms']:>10.2f}"
+                f"{r['via_p99_ms'] - r['direct_p99_ms']:>10.2f} {r['failed']:>7.0f}"
             )
     return 0
 

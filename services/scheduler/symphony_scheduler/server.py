@@ -36,6 +36,7 @@ class SchedulerConfig:
     heartbeat_interval_s: float = 1.0
     lease_s: float = 5.0
     session_ttl_s: float = 900.0
+    max_sessions: int = 1_000_000
     limits: Limits = field(default_factory=Limits)
 
 
@@ -77,7 +78,13 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
     policy = default_registry().create(config.policy)
     registry = CollectorRegistry()
     metrics = SchedulerMetrics(registry, policy.name)
-    core = SchedulerCore(policy, lease_s=config.lease_s, session_ttl_s=config.session_ttl_s, metrics=metrics)
+    core = SchedulerCore(
+        policy,
+        lease_s=config.lease_s,
+        session_ttl_s=config.session_ttl_s,
+        metrics=metrics,
+        max_sessions=config.max_sessions,
+    )
     app = SchedulerApp(
         core,
         clock or MonotonicClock(),

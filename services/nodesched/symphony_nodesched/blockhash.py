@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def extend_block_hashes(hashes: list[int], token_ids: Sequence[int], block_size: int) -> None:
-    """Appends the hashes of every full block of ``token_ids`` not yet in ``hashes``."""
+def extend_block_hashes(
+    hashes: list[int], token_ids: Sequence[int], block_size: int, upto: int | None = None
+) -> None:
+    """Appends the hashes of every full block of ``token_ids[:upto]`` not yet in ``hashes``."""
+    end = len(token_ids) if upto is None else min(upto, len(token_ids))
     prev = hashes[-1] if hashes else 0
-    for start in range(len(hashes) * block_size, len(token_ids) - block_size + 1, block_size):
+    for start in range(len(hashes) * block_size, end - block_size + 1, block_size):
         prev = hash((prev, tuple(token_ids[start : start + block_size])))
         hashes.append(prev)
 

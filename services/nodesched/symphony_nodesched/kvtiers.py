@@ -60,10 +60,10 @@ class Entry:
             self.layers = [GPU] * self.num_layers
 
     def gpu_layers(self) -> int:
-        return sum(1 for t in self.layers if t == GPU)
+        return self.layers.count(GPU)
 
     def on_gpu(self) -> bool:
-        return all(t == GPU for t in self.layers)
+        return self.layers.count(GPU) == self.num_layers
 
     def slowest_tier(self) -> int:
         return max(self.layers) if self.layers else GPU
@@ -111,8 +111,8 @@ class TierManager:
 
     def _units(self, e: Entry) -> tuple[int, int, int]:
         b = self.blocks(e.tokens)
-        g = sum(1 for t in e.layers if t == GPU) + len(e.inflight)
-        h = sum(1 for t in e.layers if t == HOST)
+        g = e.layers.count(GPU) + len(e.inflight)
+        h = e.layers.count(HOST)
         d = self.num_layers if e.disk != NO_COPY else 0
         return b * g, b * h, b * d
 
@@ -171,7 +171,13 @@ class TierManager:
     def grow(self, e: Entry, tokens: int, now: float) -> bool:
         """Allocates GPU blocks so ``e`` (all layers on GPU) holds ``tokens``; False when memory is out."""
         assert e.on_gpu() and not e.inflight, "grow needs the whole entry on the GPU"
+        if tokens == e.tokens:
+            return True
         need = (self.blocks(tokens) - self.blocks(e.tokens)) * self.num_layers
+        if need == 0 and e.disk == NO_COPY:  # the common decode step: room left in the last block
+            e.tokens = tokens
+            e.epoch += 1
+            return True
         if need > self.free(GPU) and not self._reclaim_gpu(need, now, exclude=e.key, take_prepared=True):
             return False
         before = self._units(e)

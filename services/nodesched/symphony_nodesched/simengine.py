@@ -261,6 +261,9 @@ class SimEngine:
         e.pinned = False
         if e.tokens == 0 or r.key != r.req.session_id:
             self.tiers.drop(e.key)
+        if r in self.ready:
+            self.ready.remove(r)
+            self.waiting.appendleft(r)
 
     def _preempt(self, r: _Request, now: float) -> None:
         self.preemptions += 1
@@ -291,10 +294,10 @@ class SimEngine:
         t = step.end
         events: list[NodeEvent] = []
         for r, n in step.batch:
-            if r.aborted or r not in self.running:
+            if r.aborted:  # preemption happens only between steps, so only an abort removes one
                 continue
             r.num_computed += n
-            extend_block_hashes(r.hashes, r.all_ids[: r.num_computed], self.p.block_size)
+            extend_block_hashes(r.hashes, r.all_ids, self.p.block_size, upto=r.num_computed)
             if r.num_computed < len(r.all_ids):
                 continue  # a prefill chunk: no token yet
             if r.warmup:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from symphony_cluster.local import LocalStack, StackConfig, StackError
+from symphony_cluster.sessions_table import session_table
 from symphony_cluster.sim import command as simulate_command
 
 log = logging.getLogger("symphony")
@@ -130,6 +131,10 @@ async def _run(args: argparse.Namespace) -> int:
         code = await stack.run_workload()
         if interrupted.is_set():
             return 130
+        turns = out / "turns.jsonl"
+        if turns.exists():
+            print("\nper session:")
+            print(session_table(turns))
         if code == 0:
             print(f"run complete: per-turn records and plots in {out}", file=sys.stderr)
         return code

@@ -34,18 +34,35 @@ def test_pressure_demotes_the_least_recently_used_session_top_layers_first() -> 
 
 
 def test_write_behind_copy_makes_demotion_free() -> None:
-    tiers = TierManager(TINY)
+    tiers = TierManager(TINY.model_copy(update={"host_kv_bytes": 0}))  # no host tier: disk or nothing
     a = idle_entry(tiers, "a", 4096)
     done = tiers.advance(10.0)  # let the background write-behind finish
     assert a.disk == COPY
     assert [(d.src, d.dst, d.session_id) for d in done] == [("gpu", "disk", "a")]
     assert done[0].nbytes == 4096 * TINY.kv_bytes_per_token
-    host_before = tiers.used[HOST]
+    b = idle_entry(tiers, "b", 4096)  # more recently used than "a"
     c = tiers.acquire("c")
-    assert tiers.grow(c, 16384 - 4096 + 1024, 10.0)
-    assert a.layers[-1] == DISK and a.layers[0] == GPU
-    assert tiers.used[HOST] == host_before  # nothing copied to host
-    assert tiers.links["host"].active is None and not tiers.advance(20.0)
+    assert tiers.grow(c, 16384 - 4096 - 4096 + 1024, 10.0)
+    assert a.layers == [GPU, GPU, GPU, DISK]  # LRU, and free: no copy made
+    assert b.on_gpu()
+    assert tiers.links["host"].active is None
+    tiers.check_invariants()
+
+
+def test_host_overflow_moves_copied_layers_to_disk_for_free() -> None:
+    small_host = TINY.model_copy(update={"host_kv_bytes": 2048 * TINY.kv_bytes_per_token})
+    tiers = TierManager(small_host)
+    a = idle_entry(tiers, "a", 2048)
+    tiers.advance(10.0)
+    hog = tiers.acquire("hog")
+    assert tiers.grow(hog, 16384, 10.0)  # "a" goes to host (a copy on the host link)
+    tiers.unpin(hog, 10.0, keep=False)
+    assert a.layers == [HOST] * 4 and a.disk == COPY
+    b = idle_entry(tiers, "b", 2048, now=10.0)
+    hog = tiers.acquire("hog")
+    assert tiers.grow(hog, 16384, 10.0)  # "b" needs the host: "a" moves to its disk copy for free
+    assert a.layers == [DISK] * 4
+    assert b.layers == [HOST] * 4
     tiers.check_invariants()
 
 

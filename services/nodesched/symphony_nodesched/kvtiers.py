@@ -14,9 +14,11 @@ Model (the decisions, so the rest of the code can rely on them):
   layers at once and copies them lowest layer first over the shared links (:mod:`links`); host
   layers travel the host link, disk layers the disk link, peer layers the network link.
 - Eviction (memory pressure) takes the least recently used *unpinned* entry and demotes its top
-  layers first: free when a write-behind copy exists (the layer now lives on disk), else copied to
-  host (the GPU space is freed at the decision; the copy occupies the host link). Host overflow
-  drops host layers that have a disk copy, then whole LRU entries.
+  layers first, to host memory (the GPU space is freed at the decision, as vLLM's asynchronous
+  offload stores do; the copy occupies the host link). When host memory is full, LRU host layers
+  that have a write-behind disk copy move there for free; a layer that cannot reach host goes to
+  its own disk copy (free) — the write-behind is what makes these demotions free. Without any copy
+  to fall back on, LRU entries are dropped (their sessions are recomputed if they return).
 - After a turn the entry stays on the GPU and a write-behind copy is queued to the disk in the
   background; growing the entry (a new turn) makes the copy stale and frees it.
 - Running requests pin their entry: a pinned entry is never demoted. Prefetched (prepared) entries
@@ -428,13 +430,16 @@ class TierManager:
         return self.free(GPU) >= need
 
     def _demote_layer(self, e: Entry, layer: int, now: float) -> None:
+        """Moves one GPU layer down: to host (a copy on the host link) while host memory lasts, else
+        to its write-behind disk copy (free), else the entry is dropped."""
         before = self._units(e)
-        if e.disk == COPY:
-            e.layers[layer] = DISK  # write-behind made this demotion free
+        need = self.blocks(e.tokens)
+        to_host = need <= self.free(HOST) or self._reclaim_host(need, exclude=e.key, drop=False)
+        if not to_host and e.disk == COPY:
+            e.layers[layer] = DISK  # the write-behind copy made this demotion free
             self._apply(before, e)
             return
-        need = self.blocks(e.tokens)
-        if need > self.free(HOST) and not self._reclaim_host(need, exclude=e.key):
+        if not to_host and not self._reclaim_host(need, exclude=e.key, drop=True):
             self.drop(e.key)  # nowhere to keep it: the session will be recomputed if it returns
             return
         e.layers[layer] = HOST
@@ -443,18 +448,20 @@ class TierManager:
         job = Job(e.key, "gpu", "host", layer, need * self.unit_bytes, BACKGROUND, group, e.epoch)
         self.links["host"].enqueue(job, now, self._valid)
 
-    def _reclaim_host(self, need: int, exclude: str) -> bool:
+    def _reclaim_host(self, need: int, exclude: str, drop: bool) -> bool:
+        """Frees host memory, LRU first: host layers with a disk copy move there for free; with
+        ``drop``, idle entries that have no disk copy are dropped."""
         for key in list(self.entries):
             if self.free(HOST) >= need:
                 return True
             e = self.entries[key]
-            if key == exclude or not any(t == HOST for t in e.layers):
+            if key == exclude or HOST not in e.layers:
                 continue
             if e.disk == COPY:
                 before = self._units(e)
                 e.layers = [DISK if t == HOST else t for t in e.layers]
                 self._apply(before, e)
-            elif not e.pinned and not e.inflight:
+            elif drop and not e.pinned and not e.inflight:
                 self.drop(key)
         return self.free(HOST) >= need
 

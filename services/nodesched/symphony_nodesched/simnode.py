@@ -94,6 +94,10 @@ class SimNode:
                 source = "recompute"
             else:
                 return PrepareOutcome(False, "none", 0.0, 0)
+        if source == "peer" and entry is not None and entry.tokens > 0:
+            peer_has = peer_entry.tokens if peer_entry is not None else peer_tokens
+            if peer_has <= entry.tokens:
+                source = "local"  # this node already holds as much as the peer: no transfer needed
         if source == "local":
             if entry is None or entry.tokens == 0:
                 return PrepareOutcome(False, "none", 0.0, 0)

@@ -69,6 +69,9 @@ helm upgrade --install "$RELEASE" charts/symphony --namespace "$NS" --create-nam
 kubectl -n "$NS" rollout status "daemonset/$FULL-nodesched" --timeout 3m
 kubectl -n "$NS" wait --for=condition=Available "deployment/$FULL-scheduler" --timeout 3m
 
+log "helm test"
+helm test "$RELEASE" --namespace "$NS" --logs --timeout 3m
+
 log "workload generator Job"
 job="job/$FULL-workloadgen"
 deadline=$((SECONDS + 900))

@@ -58,10 +58,13 @@ class Rendered:
         assert len(found) == 1, f"expected one {kind} *{suffix}, got {[d['metadata']['name'] for d in found]}"
         return found[0]
 
-    def pod_specs(self) -> Iterator[tuple[Manifest, Manifest]]:
+    def pod_specs(self, with_test_pods: bool = False) -> Iterator[tuple[Manifest, Manifest]]:
+        """Workloads and their pod specs (plus the bare `helm test` Pods when asked)."""
         for d in self.docs:
             if d["kind"] in {"Deployment", "DaemonSet", "Job"}:
                 yield d, d["spec"]["template"]["spec"]
+            elif d["kind"] == "Pod" and with_test_pods:
+                yield d, d["spec"]
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +282,7 @@ def test_scheduler_deployment_service_and_pdb(render: Callable[..., Rendered]) -
 
 def test_every_container_is_locked_down(render: Callable[..., Rendered]) -> None:
     for values, values_file in SCENARIOS.values():
-        for workload, spec in render(values, values_file).pod_specs():
+        for workload, spec in render(values, values_file).pod_specs(with_test_pods=True):
             assert spec["securityContext"]["runAsNonRoot"] is True, workload["metadata"]["name"]
             assert spec["automountServiceAccountToken"] is False
             for c in _containers(spec):
@@ -491,6 +494,14 @@ def test_otel_settings_reach_every_symphony_container(render: Callable[..., Rend
             assert env["OTEL_SERVICE_NAME"].startswith("symphony-")
     off = render({"engine": "sim"}).one("Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in {e["name"] for e in off["env"]}
+
+
+def test_helm_test_pod_checks_the_front_door(render: Callable[..., Rendered]) -> None:
+    pod = render().one("Pod", "-test-front-door")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert container["command"][-1] == "http://sym-symphony-scheduler:8080"
+    assert "/readyz" in container["command"][2] and "/v1/models" in container["command"][2]
 
 
 def test_notes_tell_how_to_reach_front_door_and_dashboards(render: Callable[..., Rendered]) -> None:

@@ -24,7 +24,10 @@ def run_turn(node: SimNode, clock: ManualClock, req: EngineRequest) -> tuple[Eng
 
 
 def transcript(chars: int) -> list[Message]:
-    return [Message("system", "Be brief."), Message("user", ("why is the sky blue? " * 200)[:chars])]
+    return [
+        Message("system", "Be brief."),
+        Message("user", ("why is the sky blue? " * (chars // 21 + 1))[:chars]),
+    ]
 
 
 def answer_of(events: list[NodeEvent]) -> str:
@@ -138,3 +141,15 @@ def test_release_and_unknown_sessions() -> None:
     assert node.release("s", prefetch_only=False, now=clock.now()) > 0
     assert node.release("s", prefetch_only=False, now=clock.now()) == 0
     assert node.kv_pieces("s") == []
+
+
+def test_a_turn_arriving_during_its_warm_up_waits_for_it_instead_of_recomputing() -> None:
+    node, clock = SimNode(TINY, "n"), ManualClock()
+    msgs = [*transcript(12000), Message("assistant", "Rayleigh scattering.")]  # > 1 step
+    assert node.prepare("s", "recompute", msgs, None, eta_s=0.0, now=clock.now()).accepted
+    assert node.prepare("s", "recompute", msgs, None, eta_s=0.0, now=clock.now()).accepted
+    result, _ = run_turn(node, clock, EngineRequest("t1", "s", 1, [*msgs, Message("user", "why?")], 5))
+    assert result.cached_tokens >= result.prompt_tokens - 32  # the warm-up's K,V, not a second prefill
+    assert result.queue_s > 0  # it waited for the warm-up
+    warm_up = result.cached_tokens
+    assert node.engine.prefilled_tokens < warm_up + 64  # one warm-up prefill, no second copy of it

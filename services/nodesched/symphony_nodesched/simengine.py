@@ -84,7 +84,12 @@ class SimEngine:
         self.step_time_ema = 0.0
         self.preemptions = 0
         self.steps = 0
+        self.prefilled_tokens = 0  # prompt (and recomputed) tokens the engine has computed
         self._warmup_ids = itertools.count()
+        # A turn that arrives while its session's warm-up prefill (Prepare by recompute) is still
+        # queued or running waits for it instead of recomputing the same prefix a second time.
+        self.warmups: dict[str, _Request] = {}
+        self.deferred: dict[str, list[_Request]] = {}
 
     # ---- requests ---------------------------------------------------------------------------------
     def submit(self, req: EngineRequest, now: float) -> None:
@@ -104,7 +109,10 @@ class SimEngine:
         req = EngineRequest(f"warmup-{next(self._warmup_ids)}", session_id, 0, (), 1)
         r = _Request(req, now, len(token_ids), list(token_ids), [], "length", warmup=True)
         extend_block_hashes(r.hashes, token_ids, self.p.block_size)
+        if session_id in self.warmups:
+            return  # one warm-up per session is enough
         self.requests[req.request_id] = r
+        self.warmups[session_id] = r
         self.waiting.append(r)
 
     def _check_fits(self, tokens: int, field_name: str) -> None:
@@ -125,9 +133,14 @@ class SimEngine:
                 queue.remove(r)
         if r in self.loading:
             self.loading.remove(r)
+        waiters = self.deferred.get(r.req.session_id, [])
+        if r in waiters:
+            waiters.remove(r)
         if r in self.running:
             self.running.remove(r)
         self._release(r, now, keep=True)
+        if r.warmup:
+            self._end_warmup(r)
 
     # ---- scheduling ----------------------------------------------------------------------------------
     def next_event_time(self) -> float | None:
@@ -165,6 +178,7 @@ class SimEngine:
                 decode.append(r.num_computed)
             else:
                 prefill.append((n, r.num_computed))
+                self.prefilled_tokens += n
         dt = self.cost.step_s(prefill, decode)
         self.step = _Step(now, now + dt, batch)
         self.steps += 1
@@ -214,6 +228,10 @@ class SimEngine:
             return self.ready[0]
         while self.waiting:
             r = self.waiting[0]
+            sid = r.req.session_id
+            if not r.warmup and sid in self.warmups and r.entry is None:
+                self.deferred.setdefault(sid, []).append(self.waiting.popleft())
+                continue
             if self._admit(r, now):
                 return r
             self.waiting.popleft()  # went to the loading list
@@ -253,6 +271,12 @@ class SimEngine:
         r.load_started = now
         self.loading.append(r)
         return False
+
+    def _end_warmup(self, r: _Request) -> None:
+        sid = r.req.session_id
+        if self.warmups.get(sid) is r:
+            del self.warmups[sid]
+        self.waiting.extendleft(reversed(self.deferred.pop(sid, [])))
 
     def _unadmit(self, r: _Request) -> None:
         """Gives back the entry of a request that could not get memory; it retries from scratch."""
@@ -319,6 +343,8 @@ class SimEngine:
     def _finish(self, r: _Request, t: float) -> Finished:
         self.running.remove(r)
         self.requests.pop(r.req.request_id, None)
+        if r.warmup:
+            self._end_warmup(r)
         e = r.entry
         keep = not r.req.is_last
         self._release(r, t, keep=keep)
@@ -342,7 +368,12 @@ class SimEngine:
 
     # ---- status --------------------------------------------------------------------------------------
     def load(self) -> EngineLoad:
-        waiting = [*self.waiting, *self.loading, *self.ready]
+        waiting = [
+            *self.waiting,
+            *self.loading,
+            *self.ready,
+            *(r for rs in self.deferred.values() for r in rs),
+        ]
         return EngineLoad(
             running_requests=len(self.running),
             waiting_requests=len(waiting),

@@ -112,6 +112,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], str | None]] = {
     "sim": ({}, "sim-values.yaml"),
     "gpu": ({}, "gpu-values.yaml"),
     "podmonitor": ({"metrics": {"mode": "podMonitor"}, "engine": "sim"}, None),
+    "gpu-volume-permissions": ({"volumePermissions": {"enabled": True}}, "gpu-values.yaml"),
     "configmap-dataset": (
         {
             "workloadgen": {
@@ -215,6 +216,20 @@ def test_without_kv_connector_the_node_only_warms_up(render: Callable[..., Rende
     assert "initContainers" not in spec
     assert _args(spec["containers"][0])["--vllm-control-url"] == ""
     assert "--kv-transfer-config" not in _args(spec["containers"][1])
+
+
+def test_volume_permissions_hand_host_paths_to_the_service_user(render: Callable[..., Rendered]) -> None:
+    assert "volume-permissions" not in yaml.safe_dump_all(render({}, "gpu-values.yaml").docs)
+    spec = render(*SCENARIOS["gpu-volume-permissions"]).one("DaemonSet")["spec"]["template"]["spec"]
+    init = {c["name"]: c for c in spec["initContainers"]}
+    fix = init["volume-permissions"]
+    assert fix["command"][-2:] == ["/var/lib/symphony/kv", "/models"]
+    sc = fix["securityContext"]
+    assert sc["runAsUser"] == 0 and sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert list(init) == ["volume-permissions", "install-kv-connector"]
+    # emptyDir volumes need no help: fsGroup covers them.
+    sim = render({"engine": "sim", "volumePermissions": {"enabled": True}}).one("DaemonSet")
+    assert "initContainers" not in sim["spec"]["template"]["spec"]
 
 
 def test_default_values_target_gpu_nodes(render: Callable[..., Rendered]) -> None:
@@ -376,6 +391,12 @@ def test_workload_generator_job(render: Callable[..., Rendered]) -> None:
     assert args["--time-scale"] == "10" and args["--seed"] == "7"
     assert "--max-turns" not in args and "--callback-host" not in args
     assert spec["initContainers"][0]["command"][-1] == "http://sym-symphony-scheduler:8080/readyz"
+
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["out"]
+    kept = render({"workloadgen": {"enabled": True, "outputClaim": "results"}}).one("Job")
+    volumes = {v["name"]: v for v in kept["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["out"]["persistentVolumeClaim"]["claimName"] == "results"
 
     cm = render(*SCENARIOS["configmap-dataset"]).one("Job")["spec"]["template"]["spec"]
     assert _args(cm["containers"][0])["--dataset"] == "/data/dataset.json"

@@ -155,22 +155,21 @@ OPS = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OPS, max_size=60))
 def test_invariants_hold_under_random_operations(ops: list[tuple[str, str, int]]) -> None:
     tiers = TierManager(SMALL)
     now = 0.0
     for op, key, arg in ops:
-        pinned_before = {
-            k: (e.tokens, list(e.layers)) for k, e in tiers.entries.items() if e.pinned and e.on_gpu()
-        }
+        # What running requests (pinned, fully on the GPU) hold before the operation.
+        running = {k: (e.tokens, list(e.layers)) for k, e in tiers.entries.items() if e.pinned and e.on_gpu()}
         e = tiers.get(key)
         if op == "run":
             if e is None or not e.pinned:
                 e = tiers.acquire(key)
-                if not e.on_gpu() or e.inflight:
-                    tiers.truncate(e, 0)  # recompute rather than wait, to keep the model simple
-            if not tiers.grow(e, max(e.tokens, arg), now):
+                if not e.on_gpu() and not tiers.load(e, now):  # a hit off the GPU: load it first
+                    tiers.truncate(e, 0)
+            if e.on_gpu() and not e.inflight and not tiers.grow(e, max(e.tokens, arg), now):
                 tiers.unpin(e, now, keep=True)
         elif op == "finish" and e is not None and e.pinned:
             tiers.unpin(e, now, keep=bool(arg))
@@ -181,13 +180,14 @@ def test_invariants_hold_under_random_operations(ops: list[tuple[str, str, int]]
         elif op == "release":
             tiers.release(key, prefetch_only=bool(arg), now=now)
         elif op == "advance":
-            now += arg * 0.0001
+            now += arg * 0.002  # long enough for write-behind copies to complete
             tiers.advance(now)
         tiers.check_invariants()
-        for k, (tokens, layers) in pinned_before.items():
-            if op in ("prepare", "peer", "release", "advance"):
-                # Orders about other sessions never take K,V from a running request.
-                assert k in tiers.entries and tiers.entries[k].tokens == tokens
-                assert tiers.entries[k].layers == layers
-        for e in tiers.entries.values():
-            assert e.tokens > 0 or e.pinned, "an absent session is still counted"
+        for k, (tokens, layers) in running.items():
+            if k == key and op in ("run", "finish"):
+                continue  # the request itself may grow or end
+            # Nothing else — another request, a prefetch, a release, time — takes its K,V.
+            assert k in tiers.entries and tiers.entries[k].tokens == tokens
+            assert tiers.entries[k].layers == layers
+        for x in tiers.entries.values():
+            assert x.tokens > 0 or x.pinned, "an absent session is still counted"

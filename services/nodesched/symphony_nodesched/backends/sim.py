@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 
 from symphony.clock import MonotonicClock
@@ -91,7 +91,7 @@ class SimBackend:
             raise Unavailable("the engine is not running")
 
     # ---- EngineBackend --------------------------------------------------------------------------
-    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent | EngineResult]:
+    async def generate(self, request: EngineRequest) -> AsyncGenerator[TokenEvent | EngineResult, None]:
         self._check_running()
         rid = request.request_id or f"sim-{next(self._ids)}"
         queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
@@ -144,7 +144,7 @@ class SimBackend:
         self._wake.set()
         return freed
 
-    async def export_kv(self, session_id: str) -> AsyncIterator[KvPiece]:
+    async def export_kv(self, session_id: str) -> AsyncGenerator[KvPiece, None]:
         self._sync()
         pieces = self.node.kv_pieces(session_id)
         if not pieces:

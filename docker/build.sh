@@ -2,7 +2,8 @@
 # Build the component images with whichever engine exists (a Docker engine, else Podman).
 # Usage: docker/build.sh [component ...]   (default: scheduler nodesched workloadgen)
 # Environment: IMAGE_PREFIX (default localhost/symphony-), IMAGE_TAG (default dev),
-#   PYTHON_IMAGE (base image override), CONTAINER_ENGINE (force docker|podman).
+#   PYTHON_IMAGE (base image override), CONTAINER_ENGINE (force docker|podman),
+#   REVISION (the org.opencontainers.image.revision label; default: git HEAD).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,7 +14,7 @@ tag="${IMAGE_TAG:-dev}"
 components=("$@")
 [[ ${#components[@]} -gt 0 ]] || components=(scheduler nodesched workloadgen)
 eng="$(detect_engine)"
-revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+revision="${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
 
 args=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision")

@@ -5,6 +5,7 @@
 # Idempotent: does nothing when the tag exists. The local path needs root and podman
 # (apt-get installs mmdebstrap when missing).
 set -euo pipefail
+# shellcheck source=e2e/containers/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 BASE_IMAGE="${BASE_IMAGE:-docker.io/library/python:3.11-slim-bookworm}"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the container scripts: which engine to use and how to call it.
 # Sourced, not executed. Podman gets the runc runtime and the cgroupfs settings of containers.conf,
 # which work on CI runners where crun and the systemd cgroup manager do not.

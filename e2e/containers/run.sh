@@ -11,7 +11,8 @@
 #
 # Needs root on a Debian-like machine (installs podman, runc, mmdebstrap when missing). Idempotent;
 # removes its containers and network on exit, even on failure. Outputs: .e2e/containers/.
-# Knobs: CLIENTS (8), DURATION (40 s of sending), TIME_SCALE (10), KEEP=1 keeps the stack up.
+# Knobs: CLIENTS (8), DURATION (40 s of sending), TIME_SCALE (10), KEEP=1 keeps the stack up,
+# E2E_SOURCE=head builds the images from the last commit instead of the working tree.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -69,6 +70,7 @@ on_exit() {
 }
 
 # Every server runs as the chart runs it: read-only root, /tmp as the only writable place.
+# shellcheck disable=SC2054  # the comma is part of the tmpfs option
 hardened=(--read-only --tmpfs /tmp:rw,size=256m --cap-drop ALL --security-opt no-new-privileges)
 [[ "$(detect_engine 2>/dev/null || true)" == podman ]] && hardened+=(--ulimit host)
 
@@ -88,8 +90,15 @@ main() {
 
   log "base image"
   e2e/containers/base-image.sh
-  log "images (tag $TAG)"
-  IMAGE_PREFIX="$IMG" IMAGE_TAG="$TAG" docker/build.sh
+  log "images (tag $TAG, sources: ${E2E_SOURCE:-worktree})"
+  local src="$root"
+  if [[ "${E2E_SOURCE:-worktree}" == head ]]; then
+    src="$OUT/src"
+    mkdir -p "$src" && git archive HEAD | tar -x -C "$src"
+    REVISION="$(git rev-parse --short HEAD)"
+    export REVISION
+  fi
+  IMAGE_PREFIX="$IMG" IMAGE_TAG="$TAG" "$src/docker/build.sh"
   echo "images built in $((SECONDS - t0)) s"
 
   log "network $NET, scheduler, ${#NODES[@]} sim node schedulers"

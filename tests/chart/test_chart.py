@@ -529,5 +529,7 @@ def test_notes_tell_how_to_reach_front_door_and_dashboards(render: Callable[...,
     notes = render({}, "sim-values.yaml").notes
     assert "kubectl -n llm port-forward svc/sym-symphony-scheduler 8080:8080 50051:50051" in notes
     assert "/v1/chat/completions" in notes
+    assert '"model": "symphony"' in notes  # sim mode serves no vLLM model
+    assert '"model": "meta-llama/Llama-3.1-8B-Instruct"' in render().notes
     assert "logs job/sym-symphony-workloadgen" in notes
     assert "grafana_dashboard=1" in notes

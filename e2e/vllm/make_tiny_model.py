@@ -1,13 +1,17 @@
 """Creates the tiny random-weight Llama the real-engine e2e serves (no model hub is needed).
 
-head_dim 64 (hidden 128, 2 heads, 1 K,V head) because vLLM's CPU attention kernels reject smaller
-heads; 2 layers keep start-up and prefill cheap. The tokenizer is a byte-level BPE trained on a
-few lines, with a chat template, so `/v1/chat/completions` works.
-Run with the e2e venv's python: make_tiny_model.py OUT_DIR
+Heads are at least 64 wide because vLLM's CPU attention kernels reject smaller ones. The default
+size (hidden 512, 4 layers, 4 heads of 128, 2 K,V heads, FFN 1536) makes a 1.5K-token prefill cost
+seconds on a CPU, far above the HTTP and scheduling overheads, so K,V reuse is measurable; `--hidden 128 --layers 2 --heads 2
+--kv-heads 1` is the smallest that serves. The tokenizer is a byte-level BPE trained on a few
+lines, with a chat template, so `/v1/chat/completions` works.
+Run with the e2e venv's python: make_tiny_model.py OUT_DIR [--hidden N --layers N ...]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,15 +28,31 @@ CORPUS = [
 ] * 20
 
 
-def main(out: str) -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Creates a tiny random-weight Llama for the vLLM e2e.")
+    p.add_argument("out")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--ffn", type=int, default=1536)
+    args = p.parse_args(argv)
+    if args.hidden % args.heads or args.hidden // args.heads not in (64, 128):
+        p.error("hidden / heads must be 64 or 128 (what vLLM's CPU attention kernels accept)")
+    return make(args)
+
+
+def make(args: argparse.Namespace) -> int:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    path = Path(out)
+    path = Path(args.out)
     if (path / "config.json").exists() and (path / "tokenizer.json").exists():
-        print(f"tiny model already at {path}")
-        return 0
+        cfg = json.loads((path / "config.json").read_text())
+        if (cfg["hidden_size"], cfg["num_hidden_layers"]) == (args.hidden, args.layers):
+            print(f"tiny model already at {path}")
+            return 0
     path.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -50,11 +70,11 @@ def main(out: str) -> int:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        hidden_size=args.hidden,
+        intermediate_size=args.ffn,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
         max_position_embeddings=8192,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
@@ -68,7 +88,4 @@ def main(out: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: make_tiny_model.py OUT_DIR", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main())

@@ -190,7 +190,7 @@ async def measure(args: argparse.Namespace) -> int:
     problems = []
     if any(c.get("host", 0) + c.get("disk", 0) == 0 for c in cached["c_tier_restore"]):
         problems.append("(c) a turn found nothing restored from the host/disk tier")
-    if any(c.get("host", 0) + c.get("disk", 0) == 0 for c in cached["d_peer_migration"]):
+    if any(c.get("peer", 0) == 0 for c in cached["d_peer_migration"]):
         problems.append("(d) a turn found nothing of the migrated K,V")
     if any(c for c in cached["a_no_reuse"]):
         problems.append("(a) a turn reused K,V although nothing should be cached")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a-control", required=True, help="engine A's connector control URL")
     p.add_argument("--b", required=True, help="engine B's OpenAI URL")
     p.add_argument("--b-control", required=True, help="engine B's connector control URL")
-    p.add_argument("--sessions", type=int, default=6, help="sessions per condition")
+    p.add_argument("--sessions", type=int, default=8, help="sessions per condition")
     p.add_argument("--words", type=int, default=900, help="words of turn 1's user message")
     p.add_argument("--answer-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,7 @@
 #      conditions (measure.py);
 #   4. runs the stack on them: scheduler + two `--engine vllm` node schedulers + workload generator.
 # Environment: PYTHON (dev venv python), E2E_DIR (work dir, default .e2e), VLLM_VERSION,
-# SESSIONS (per condition), STACK_CLIENTS, STACK_DURATION. Extra pip indexes (for the +cpu torch
+# SESSIONS (per condition), STACK_CLIENTS, STACK_DURATION, STEPS (default "measure stack"). Extra pip indexes (for the +cpu torch
 # wheels on machines without them) come through pip's own PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS.
 set -euo pipefail
 
@@ -18,9 +18,10 @@ VENV=$E2E/vllm-venv
 VLLM_VERSION=${VLLM_VERSION:-0.32.0}
 MODEL=$E2E/tiny-llama
 RUN=$E2E/vllm-run
-SESSIONS=${SESSIONS:-6}
+SESSIONS=${SESSIONS:-8}
 STACK_CLIENTS=${STACK_CLIENTS:-4}
 STACK_DURATION=${STACK_DURATION:-40}
+STEPS=${STEPS:-measure stack}
 PIDS=()
 
 log() { echo "[e2e-vllm $(date -u +%H:%M:%S)] $*" >&2; }
@@ -81,12 +82,16 @@ wait_http "$URL_b/health" 600 "$RUN/vllm-b.log" "$PID_b"
 wait_http "$CTL_a/v1/info" 60 "$RUN/vllm-a.log" "$PID_a"
 wait_http "$CTL_b/v1/info" 60 "$RUN/vllm-b.log" "$PID_b"
 
+if [[ " $STEPS " == *" measure "* ]]; then
 log "measuring turn-2 TTFT: no reuse / prefix cache / tier restore / peer migration"
 (cd "$ROOT" && "$PY" e2e/vllm/measure.py --a "$URL_a" --a-control "$CTL_a" --b "$URL_b" --b-control "$CTL_b" \
   --sessions "$SESSIONS" --out "$RUN/ttft.json")
+fi
 
 # ---- 4. the stack on the real engines ---------------------------------------------------------
+if [[ " $STEPS " == *" stack "* ]]; then
 log "stack: scheduler + two vllm node schedulers + workload generator"
 (cd "$ROOT" && "$PY" e2e/vllm/stack.py --bin "$BIN" --run-dir "$RUN" --clients "$STACK_CLIENTS" \
   --duration "$STACK_DURATION" --engine "a=$URL_a,$CTL_a" --engine "b=$URL_b,$CTL_b")
+fi
 log "passed"

@@ -66,7 +66,7 @@ async def test_openai_client_streams_with_session_header_and_advisory(front: Fro
     )
     answer = first.choices[0].message.content or ""
     assert answer == "ok " * 3 and first.usage is not None and first.usage.completion_tokens == 3
-    async with front.http.post(front.base + "/v1/sessions/chat-1/advice", json={"eta_s": 4.0}) as r:
+    async with front.http.post(front.base + "/v1/sessions/chat-1/advice", json={"eta_s": 2.0}) as r:
         assert r.status == 200
         advice = await r.json()
     assert advice["accepted"] and advice["reason"] == "kv_gpu"

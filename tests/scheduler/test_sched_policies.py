@@ -147,12 +147,12 @@ def test_symphony_advisory_then_request_lands_on_the_prepared_node() -> None:
     core = make_core("symphony")
     report(core, "a", 0.0, sessions=(("s", 2000, HOST),))
     report(core, "b", 0.0)
-    advice = core.advise("s", eta_s=5.0, turn_index=1, now=1.0)
+    advice = core.advise("s", eta_s=2.0, turn_index=1, now=1.0)
     assert advice.node_id == "a" and advice.reason == "kv_local"
     [prepare] = advice.commands
     assert isinstance(prepare, PrepareCommand)
-    assert (prepare.node_id, prepare.source, prepare.eta_s) == ("a", "local", 5.0)
-    decision = core.route(turn("s"), 6.0)
+    assert (prepare.node_id, prepare.source, prepare.eta_s) == ("a", "local", 2.0)
+    decision = core.route(turn("s"), 3.0)
     assert (decision.node_id, decision.reason) == ("a", "advised")
     finish(core, turn("s"), "a", 7.0)
     assert core.advice_outcomes["used"] == 1
@@ -162,7 +162,7 @@ def test_symphony_overloaded_home_loses_to_a_light_peer_when_the_transfer_fits()
     core = make_core("symphony")
     report(core, "a", 0.0, running=60, sessions=(("s", 4000, GPU),))
     report(core, "b", 0.0, running=1)
-    advice = core.advise("s", eta_s=10.0, turn_index=3, now=1.0)
+    advice = core.advise("s", eta_s=2.0, turn_index=3, now=1.0)
     assert (advice.node_id, advice.reason) == ("b", "kv_peer")
     [prepare] = advice.commands
     assert isinstance(prepare, PrepareCommand)
@@ -173,7 +173,7 @@ def test_symphony_keeps_a_hot_session_on_a_moderately_loaded_home() -> None:
     core = make_core("symphony")
     report(core, "a", 0.0, running=8, sessions=(("s", 4000, GPU),))
     report(core, "b", 0.0, running=4)
-    advice = core.advise("s", eta_s=10.0, turn_index=3, now=1.0)
+    advice = core.advise("s", eta_s=2.0, turn_index=3, now=1.0)
     assert (advice.node_id, advice.reason, advice.commands) == ("a", "kv_gpu", [])
 
 
@@ -189,7 +189,7 @@ def test_symphony_without_advisory_decides_at_request_time_and_says_so() -> None
 def test_cancel_releases_the_prefetched_copy() -> None:
     core = make_core("symphony")
     report(core, "a", 0.0, sessions=(("s", 2000, HOST),))
-    core.advise("s", 5.0, 1, 1.0)
+    core.advise("s", 2.0, 1, 1.0)
     commands = core.cancel_advice("s", 2.0)
     assert commands == [ReleaseCommand("a", "s", prefetch_only=True)]
     assert core.advice_outcomes["cancelled"] == 1
@@ -206,7 +206,7 @@ def test_advised_node_expiry_places_the_advisory_again_and_reroutes() -> None:
     core = make_core("symphony", lease_s=5.0)
     report(core, "a", 0.0, sessions=(("s", 2000, HOST),))
     report(core, "b", 0.0)
-    assert core.advise("s", 20.0, 1, 1.0).node_id == "a"
+    assert core.advise("s", 2.0, 1, 1.0).node_id == "a"
     report(core, "b", 5.5)
     core.expire(6.0)  # a missed its heartbeats
     assert "a" not in core.nodes
@@ -220,10 +220,10 @@ def test_advised_node_expiry_places_the_advisory_again_and_reroutes() -> None:
 def test_spurious_advisory_expires_unused_and_its_prefetch_is_released() -> None:
     core = make_core("symphony", advice_grace_s=10.0, lease_s=1000.0)
     report(core, "a", 0.0, sessions=(("s", 2000, HOST),))
-    core.advise("s", 5.0, 1, 1.0)
-    assert core.expire(10.0) == []  # 1 + 5 + 10 = 16: still pending
-    report(core, "a", 16.5, sessions=(("s", 2000, HOST),))
-    assert core.expire(17.0) == [ReleaseCommand("a", "s", prefetch_only=True)]
+    core.advise("s", 2.0, 1, 1.0)
+    assert core.expire(10.0) == []  # 1 + 2 + 10 = 13: still pending
+    report(core, "a", 12.5, sessions=(("s", 2000, HOST),))
+    assert core.expire(13.5) == [ReleaseCommand("a", "s", prefetch_only=True)]
     assert core.advice_outcomes["unused"] == 1
 
 
@@ -304,3 +304,28 @@ def test_route_updates_the_session_map_without_waiting_for_a_heartbeat() -> None
     rec = core.sessions["s"]
     assert rec.locations[node].tier == "gpu" and rec.locations[node].tokens == 126
     assert rec.transcript[-1].content == "x" * 400
+
+
+def test_symphony_defers_a_long_advisory_and_places_it_on_fresh_load() -> None:
+    core = make_core("symphony", lease_s=1000.0)
+    report(core, "a", 0.0, running=2, sessions=(("s", 4000, HOST),))
+    report(core, "b", 0.0, running=2)
+    advice = core.advise("s", eta_s=30.0, turn_index=2, now=1.0)  # the user started typing
+    assert (advice.node_id, advice.reason, advice.commands) == (None, "deferred", [])
+    report(core, "a", 20.0, running=200, sessions=(("s", 4000, HOST),))  # a got swamped meanwhile
+    assert core.expire(20.0) == []  # not yet: decided about 2 s before the turn
+    [prepare] = core.expire(29.5)
+    assert isinstance(prepare, PrepareCommand)
+    assert (prepare.node_id, prepare.source, prepare.peer_node_id) == ("b", "peer", "a")
+    assert prepare.eta_s == pytest.approx(1.5)
+    assert core.route(turn("s", 2), 31.0).reason == "advised"
+
+
+def test_a_turn_before_its_deferred_advisory_is_placed_now() -> None:
+    core = make_core("symphony", lease_s=1000.0)
+    report(core, "a", 0.0, sessions=(("s", 4000, GPU),))
+    assert core.advise("s", eta_s=30.0, turn_index=2, now=1.0).reason == "deferred"
+    decision = core.route(turn("s", 2), 3.0)
+    assert (decision.node_id, decision.reason) == ("a", "advice_not_placed_yet")
+    assert core.advice_outcomes == {"unused": 1}
+    assert core.expire(40.0) == []  # the consumed advisory's timers are inert

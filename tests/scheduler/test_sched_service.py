@@ -12,7 +12,14 @@ import pytest
 from symphony.clock import ManualClock
 from symphony.grpcutil import start_server
 from symphony.limits import Limits
-from symphony.v1 import common_pb2, receiver_pb2, receiver_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from symphony.v1 import (
+    common_pb2,
+    nodesched_pb2,
+    receiver_pb2,
+    receiver_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
 from symphony_scheduler.fakes import FakeBehaviour, FakeNode
 from symphony_scheduler.server import RunningScheduler, SchedulerConfig, start_scheduler
 
@@ -89,7 +96,7 @@ async def test_advisory_routes_the_turn_to_the_prepared_node(stack: Stack) -> No
     # The home node is swamped: the advisory should move the session to the idle peer.
     home.state.held["s"] = first.prompt_tokens + first.completion_tokens
     stack.sched.app.core.nodes[home.node_id].load.running_requests = 200
-    advice = await stack.stub.Advise(scheduler_pb2.AdviseRequest(session_id="s", eta_s=10.0, turn_index=1))
+    advice = await stack.stub.Advise(scheduler_pb2.AdviseRequest(session_id="s", eta_s=2.0, turn_index=1))
     assert advice.accepted and advice.node_id == other.node_id and advice.reason == "kv_peer"
     await asyncio.wait_for(other.servicer.wait_for(lambda st: len(st.prepares) == 1), WAIT)
     prep = other.state.prepares[0]
@@ -106,7 +113,7 @@ async def test_cancel_releases_and_unknown_session_is_not_found(stack: Stack) ->
     await stack.generate(turn("s", 0))
     a.state.held.pop("s")
     stack.sched.app.core.sessions["s"].locations["a"].tier = "host"
-    advice = await stack.stub.Advise(scheduler_pb2.AdviseRequest(session_id="s", eta_s=3.0))
+    advice = await stack.stub.Advise(scheduler_pb2.AdviseRequest(session_id="s", eta_s=2.0))
     assert advice.reason == "kv_local"
     cancelled = await stack.stub.CancelAdvice(scheduler_pb2.CancelAdviceRequest(session_id="s"))
     assert cancelled.cancelled
@@ -247,3 +254,24 @@ async def test_cluster_state_shows_nodes_and_sessions(stack: Stack) -> None:
     state = await stack.stub.GetClusterState(scheduler_pb2.GetClusterStateRequest(include_sessions=True))
     assert state.policy == "symphony" and [n.registration.node_id for n in state.nodes] == ["a"]
     assert [(s.session_id, s.node_id, s.turns) for s in state.sessions] == [("s", "a", 1)]
+
+
+async def test_deferred_advisory_is_placed_by_the_expiry_pass(stack: Stack) -> None:
+    a = await stack.add_node("a")
+    b = await stack.add_node("b")
+    _, first = await stack.generate(turn("s", 0))
+    holder = a if first.node_id == "a" else b
+    advice = await stack.stub.Advise(scheduler_pb2.AdviseRequest(session_id="s", eta_s=30.0, turn_index=1))
+    assert (advice.accepted, advice.node_id, advice.reason) == (True, "", "deferred")
+    stack.clock.advance(28.5)
+    for node in (a, b):
+        await node.report()  # keep their leases
+    holder.state.held.clear()  # the holder lost the K,V: the policy must warm it up again
+    stack.sched.app.core.sessions["s"].locations.clear()
+    await stack.sched.app.tick()
+    chosen = stack.sched.app.core.sessions["s"].advice
+    assert chosen is not None and chosen.node_id is not None and chosen.reason == "kv_recompute"
+    target = a if chosen.node_id == "a" else b
+    await asyncio.wait_for(target.servicer.wait_for(lambda st: len(st.prepares) == 1), WAIT)
+    assert target.state.prepares[0].source == nodesched_pb2.KV_SOURCE_RECOMPUTE
+    assert len(target.state.prepares[0].messages) == 2

@@ -4,7 +4,9 @@ Every method takes ``now`` (seconds) and returns the orders the shell must carry
 gRPC/HTTP service and the virtual-time simulator drive the very same object. The session map's
 own view is updated on every route and finish, so decisions never wait for the next heartbeat.
 
-Advisory outcomes (``advice_outcomes``): *used* when the turn went to the node its advisory chose
+An advisory is placed when it arrives, or later (``expire`` places it) if the policy prefers to
+decide closer to the turn with fresher load (``Policy.advice_delay_s``); ``expire`` should run about
+once per heartbeat. Advisory outcomes (``advice_outcomes``): *used* when the turn went to the node its advisory chose
 and found its K,V ready (the summary's ``kv_load_s`` is 0), *late* when it went there but the K,V
 was still moving, *unused* when the advisory expired or the turn went elsewhere, *cancelled*.
 """
@@ -49,7 +51,8 @@ class SchedulerCore:
         self.sessions: OrderedDict[str, SessionRecord] = OrderedDict()
         self.advice_outcomes: Counter[str] = Counter()
         self.route_reasons: Counter[str] = Counter()
-        self._advice_heap: list[tuple[float, int, str]] = []
+        self._advice_heap: list[tuple[float, int, str]] = []  # (expires_at, seq, session)
+        self._decide_heap: list[tuple[float, int, str]] = []  # (decide_at, seq, session)
         self._seq = itertools.count()
         self._removed: list[tuple[str, str]] = []
         if metrics is not None:
@@ -149,10 +152,17 @@ class SchedulerCore:
             expires_at=now + eta_s + max(self.advice_grace_s, eta_s),
             node_id=None,
             reason="no_nodes",
+            seq=next(self._seq),
         )
         rec.advice = advice
-        heapq.heappush(self._advice_heap, (advice.expires_at, next(self._seq), session_id))
-        commands += self._place_advice(rec, advice, eta_s, now)
+        heapq.heappush(self._advice_heap, (advice.expires_at, advice.seq, session_id))
+        nodes = self.healthy_nodes()
+        delay = self.policy.advice_delay_s(nodes, rec, eta_s) if nodes else 0.0
+        if delay > 0:
+            advice.reason, advice.decide_at = "deferred", now + delay
+            heapq.heappush(self._decide_heap, (advice.decide_at, advice.seq, session_id))
+        else:
+            commands += self._place_advice(rec, advice, eta_s, now)
         return AdviceDecision(advice.node_id, advice.reason, commands)
 
     def has_advice(self, session_id: str) -> bool:
@@ -180,6 +190,7 @@ class SchedulerCore:
             placement.reason,
             placement.source or "",
         )
+        self.nodes[placement.node_id].advised += 1
         return self._prepare(rec, placement, eta_s)
 
     def _prepare(self, rec: SessionRecord, placement: Placement, eta_s: float) -> list[Command]:
@@ -204,10 +215,16 @@ class SchedulerCore:
         rec.advice = None
         if advice is None:
             return []
+        self._unadvise(advice)
         self._count_advice(outcome)
         if advice.node_id is not None and advice.source and advice.node_id != keep_node:
             return [ReleaseCommand(advice.node_id, rec.session_id, prefetch_only=True)]
         return []
+
+    def _unadvise(self, advice: Advice) -> None:
+        node = self.nodes.get(advice.node_id) if advice.node_id is not None else None
+        if node is not None:
+            node.advised = max(0, node.advised - 1)
 
     def _count_advice(self, outcome: str) -> None:
         self.advice_outcomes[outcome] += 1
@@ -231,6 +248,7 @@ class SchedulerCore:
         if advice is not None:
             if advice.node_id is not None and advice.node_id == placement.node_id:
                 rec.advice = None
+                self._unadvise(advice)
                 rec.active_advised = True  # used or late: the summary will tell
             else:
                 commands += self._drop_advice(rec, "unused", keep_node=placement.node_id)
@@ -316,10 +334,18 @@ class SchedulerCore:
         commands: list[Command] = []
         for node in [n for n in self.nodes.values() if now - n.last_seen > self.lease_s]:
             commands += self.node_failed(node.node_id, now)
-        while self._advice_heap and self._advice_heap[0][0] <= now:
-            expires_at, _, sid = heapq.heappop(self._advice_heap)
+        while self._decide_heap and self._decide_heap[0][0] <= now:
+            _, seq, sid = heapq.heappop(self._decide_heap)
             rec = self.sessions.get(sid)
-            if rec is not None and rec.advice is not None and rec.advice.expires_at == expires_at:
+            advice = rec.advice if rec is not None else None
+            if rec is not None and advice is not None and advice.seq == seq and advice.node_id is None:
+                commands += self._place_advice(
+                    rec, advice, max(0.0, advice.issued_at + advice.eta_s - now), now
+                )
+        while self._advice_heap and self._advice_heap[0][0] <= now:
+            _, seq, sid = heapq.heappop(self._advice_heap)
+            rec = self.sessions.get(sid)
+            if rec is not None and rec.advice is not None and rec.advice.seq == seq:
                 commands += self._drop_advice(rec, "unused")
         while self.sessions:
             rec = next(iter(self.sessions.values()))

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# Advisories the scheduler will not act on; "deferred" ones are accepted and placed later.
+NOT_ACCEPTED = frozenset({"no_nodes", "policy_ignores_advisories"})
+
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, app: SchedulerApp, router: Router) -> None:
@@ -63,7 +66,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         decision = self.app.core.advise(request.session_id, request.eta_s, request.turn_index, self.app.now())
         self.app.dispatch(decision.commands)
         return scheduler_pb2.AdviseResponse(
-            accepted=decision.node_id is not None, node_id=decision.node_id or "", reason=decision.reason
+            accepted=decision.reason not in NOT_ACCEPTED,
+            node_id=decision.node_id or "",
+            reason=decision.reason,
         )
 
     @translate_errors

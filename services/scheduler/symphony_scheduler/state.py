@@ -31,9 +31,11 @@ class Advice:
     eta_s: float
     turn_index: int
     expires_at: float
-    node_id: str | None  # the node the policy chose (None: the policy does not use advisories)
+    node_id: str | None  # the node the policy chose (None: not chosen yet, or the policy ignores it)
     reason: str
     source: str = ""  # the Prepare source ordered, "" when none was
+    seq: int = 0  # identifies this advisory in the core's timers
+    decide_at: float = 0.0  # when a deferred advisory gets placed
 
 
 @dataclass
@@ -77,6 +79,7 @@ class NodeRecord:
     sequence: int = 0
     inflight: int = 0  # turns this scheduler routed here that have not finished
     since_report: int = 0  # turns routed minus turns finished since the last report
+    advised: int = 0  # pending advisories that chose this node: turns on their way
     inflight_tokens: int = 0  # their prompt tokens
     sessions: set[str] = field(default_factory=set)  # sessions whose K,V it reported holding
 

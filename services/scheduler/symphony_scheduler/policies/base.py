@@ -1,6 +1,7 @@
 """The one protocol every routing policy implements, and the registry that names them.
 
-A policy sees the healthy candidate nodes and the session's record and answers two questions:
+A policy sees the healthy candidate nodes and the session's record and answers three questions:
+how long an advisory's decision may wait (``advice_delay_s``),
 where should an advised turn go (``on_advice``, may return ``None`` when the policy ignores
 advisories) and where does a turn go now (``place``). It does no I/O and reads no clock, so the
 live scheduler and the virtual-time simulator run the same objects.
@@ -28,6 +29,11 @@ class Placement:
 
 class Policy(Protocol):
     name: str
+
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        """How long the decision on an advisory may wait: deciding late sees fresher load, as long
+        as the K,V can still be moved before the turn arrives. 0 decides at once."""
+        ...
 
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float

@@ -12,6 +12,9 @@ from symphony_scheduler.state import NodeRecord, SessionRecord
 class LeastLoadedPolicy:
     name = "least_loaded"
 
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        return 0.0
+
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> Placement | None:

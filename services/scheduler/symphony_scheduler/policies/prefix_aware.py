@@ -22,6 +22,9 @@ class PrefixAwarePolicy:
         self.load_weight = load_weight
         self._filter = not_overloaded(overload)
 
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        return 0.0
+
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> Placement | None:

@@ -14,6 +14,9 @@ class RoundRobinPolicy:
     def __init__(self) -> None:
         self._next = 0
 
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        return 0.0
+
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> Placement | None:

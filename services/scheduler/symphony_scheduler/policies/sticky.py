@@ -17,6 +17,9 @@ from symphony_scheduler.state import NodeRecord, SessionRecord
 class StickyPolicy:
     name = "sticky"
 
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        return 0.0
+
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> Placement | None:

@@ -5,7 +5,8 @@ For every candidate node the policy estimates when the turn would complete there
     expected = max(0, bring_s - eta)      # K,V still moving when the turn arrives
              + move_penalty * bring_s     # moving K,V costs links and memory even when hidden
              + waiting_tokens / prefill   # prefill work queued ahead of the turn
-             + out_tokens * step(batch)   # decode at the node's batch size
+             + out_tokens * step(batch)   # decode at the node's batch size, counting the turns
+                                          # other advisories already sent there
 
 ``bring_s`` is the cheapest way to get the session's K,V onto that node's GPU: nothing when it is
 already there, tokens * kv_bytes_per_token / bandwidth for promotion from the node's own host or
@@ -14,6 +15,10 @@ the transcript. The node with the smallest estimate wins and gets a Prepare, so 
 node loses to a light peer whenever the transfer fits in the ETA, and a node with the K,V hot and a
 moderate load keeps the session. Without an advisory the same estimate runs at request time with
 ETA 0, which keeps sessions home unless their home is much busier.
+
+The decision on an advisory is deferred (``advice_delay_s``) until shortly before the turn is due,
+leaving twice the slowest K,V move of time: typing a prompt takes tens of seconds, and the load seen
+when the user started typing says little about the load when the turn arrives.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class CostModel:
     expected_output_tokens: int = 256
     move_penalty: float = 0.25
     switch_margin: float = 0.2  # leave the node holding the K,V only for a clearly better one
+    min_lead_s: float = 2.0  # decide at least this long before the turn is due
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ class SymphonyPolicy:
 
     def expected_s(self, node: NodeRecord, plan: KvPlan, eta_s: float) -> float:
         c = self.cost
-        batch = node.requests + 1
+        # Turns already advised here arrive about when this one does: count them as load.
+        batch = node.requests + node.advised + 1
         decode = c.expected_output_tokens * c.base_step_s * (1.0 + batch / c.batch_knee)
         queue = node.load.waiting_tokens / c.prefill_tokens_per_s
         if batch > node.max_num_seqs:  # a full batch: the turn waits for a slot
@@ -137,6 +144,14 @@ class SymphonyPolicy:
         return chosen
 
     # -- the protocol ---------------------------------------------------------------------------
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        """Decide as late as the slowest K,V move allows (twice over), never later than
+        ``min_lead_s`` before the turn: an advisory sent while the user starts typing a long
+        prompt would otherwise be placed on the load of half a minute earlier."""
+        by_id = {n.node_id: n for n in nodes}
+        worst = max((self.kv_plan(n, session, by_id).seconds for n in nodes), default=0.0)
+        return max(0.0, eta_s - max(self.cost.min_lead_s, 2.0 * worst))
+
     def on_advice(
         self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
     ) -> Placement | None:
@@ -149,6 +164,8 @@ class SymphonyPolicy:
             if any(n.node_id == advice.node_id for n in nodes):
                 return Placement(advice.node_id, "advised")
             reason = "advised_node_gone"
+        elif advice is not None:
+            reason = "advice_not_placed_yet"  # the turn came well before its advisory's ETA
         else:
             reason = "no_advisory"
         node, plan = self._choose(nodes, session, 0.0)

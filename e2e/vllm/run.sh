@@ -54,7 +54,7 @@ fi
 
 # ---- 2. connector tests that need torch and vLLM --------------------------------------------------
 log "connector tests inside the vLLM venv"
-(cd "$ROOT" && PYTHONPATH="$ROOT/vllm" "$VENV/bin/python" -m pytest -q -p no:cacheprovider -c /dev/null \
+(cd "$ROOT" && SYMPHONY_VLLM_TEST_MODEL="$MODEL" PYTHONPATH="$ROOT/vllm" "$VENV/bin/python" -m pytest -q -p no:cacheprovider -c /dev/null \
   --rootdir "$ROOT" tests/vllm/test_vllm_connector.py)
 
 # ---- 3. two engines with the connector ---------------------------------------------------------------
@@ -63,7 +63,7 @@ start_engine() {  # NAME CORE -> sets URL_<NAME>, CTL_<NAME>
   local name=$1 core=$2 port ctl
   port=$(free_port); ctl=$(free_port)
   local cfg
-  cfg=$(printf '{"kv_connector":"SymphonyConnector","kv_connector_module_path":"symphony_vllm.connector","kv_role":"kv_both","kv_connector_extra_config":{"store_dir":"%s","control_listen":"127.0.0.1:%s","host_capacity_gib":1,"disk_capacity_gib":4}}' "$RUN/kv-$name" "$ctl")
+  cfg=$(printf '{"kv_connector":"SymphonyConnector","kv_connector_module_path":"symphony_vllm.connector","kv_role":"kv_both","kv_load_failure_policy":"recompute","kv_connector_extra_config":{"store_dir":"%s","control_listen":"127.0.0.1:%s","host_capacity_gib":1,"disk_capacity_gib":4}}' "$RUN/kv-$name" "$ctl")
   log "starting vLLM $name on :$port (connector control :$ctl, CPU core $core)"
   VLLM_CPU_KVCACHE_SPACE=1 VLLM_SERVER_DEV_MODE=1 VLLM_CPU_OMP_THREADS_BIND=$core PYTHONPATH="$ROOT/vllm" \
     "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --host 127.0.0.1 --port "$port" \

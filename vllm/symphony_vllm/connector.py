@@ -115,6 +115,7 @@ class SymphonyConnector(KVConnectorBase_V1):  # type: ignore[misc]  # vLLM is un
         self._saved_this_step: list[StepRequest] = []
         self._load_started = 0.0
         self._load_tags: list[str] = []
+        self._load_errors: set[int] = set()
         self._control: ControlServer | None = None
 
     # ==== worker side ============================================================================
@@ -173,7 +174,12 @@ class SymphonyConnector(KVConnectorBase_V1):  # type: ignore[misc]  # vLLM is un
         dst = self._kv_by_layer[layer_name]
         layer = self._layer_index[layer_name]
         for key, block_id in loads:
-            _copy_in(dst[block_id], self._store.get_layer(key, layer))
+            try:
+                data = self._store.get_layer(key, layer)
+            except KeyError:  # deleted or evicted since the scheduler counted it: vLLM recomputes it
+                self._load_errors.add(block_id)
+                continue
+            _copy_in(dst[block_id], data)
         if not self._pending_layer_loads:
             seconds = time.perf_counter() - self._load_started
             for tag in self._load_tags:
@@ -199,6 +205,12 @@ class SymphonyConnector(KVConnectorBase_V1):  # type: ignore[misc]  # vLLM is un
         for r in meta.requests:
             if r.session_id and (r.save or r.load or r.finished_prefill):
                 self._store.record_session(r.session_id, r.keys)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        if errors:
+            logger.warning("Symphony KV store lost %d block(s) before they could be loaded", len(errors))
+        return errors
 
     def shutdown(self) -> None:
         if self._control is not None:

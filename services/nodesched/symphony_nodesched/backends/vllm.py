@@ -406,7 +406,12 @@ class VllmBackend:
     async def _cached_by_tier(self, tag: str, cached: int) -> tuple[dict[str, int], float]:
         """Splits the engine's cached count: what the connector loaded came from host/disk, the rest
         from the engine's own prefix cache (GPU)."""
-        rec = await self._control_call("GET", f"/v1/requests/{quote(tag, safe='')}") if cached else None
+        rec = None
+        if cached:
+            try:
+                rec = await self._control_call("GET", f"/v1/requests/{quote(tag, safe='')}")
+            except SymphonyError as e:  # the turn itself succeeded: only the attribution is lost
+                log.warning("cannot read the connector's load record of %s: %s", tag, e)
         host = int(rec.get("host_tokens", 0)) if rec else 0
         disk = int(rec.get("disk_tokens", 0)) if rec else 0
         host, disk = min(host, cached), min(disk, max(0, cached - host))

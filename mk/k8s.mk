@@ -5,6 +5,7 @@ IMAGE_TAG ?= dev
 .PHONY: images test-chart e2e-containers e2e-kind
 
 images:  ## Build the scheduler, nodesched and workloadgen images (docker or podman, whichever exists).
+	e2e/containers/base-image.sh
 	IMAGE_PREFIX=$(IMAGE_PREFIX) IMAGE_TAG=$(IMAGE_TAG) docker/build.sh
 
 test-chart: $(STAMP)  ## Render, lint and schema-validate the Helm chart (Kubernetes 1.30 and 1.33).

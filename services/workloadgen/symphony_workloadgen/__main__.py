@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the ResponseReceiver server in callback mode (default: 50050)",
     )
     g.add_argument(
+        "--channels", type=_positive(int), default=2, help="gRPC connections to the scheduler (default: 2)"
+    )
+    g.add_argument(
         "--callback-host", default="", help="address the scheduler posts responses to (default: auto)"
     )
 
@@ -210,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--warmup", type=_non_negative, default=0.0, help="leave turns sent in the first SECONDS out"
     )
+    g.add_argument(
+        "--ramp-up",
+        type=_non_negative,
+        default=0.0,
+        help="start the first sessions spread over SECONDS (default: 0)",
+    )
     g.add_argument("--retries", type=int, default=3, help="retries of an UNAVAILABLE turn (default: 3)")
     g.add_argument("--turn-timeout", type=_positive(float), default=600.0, help="seconds (default: 600)")
     g.add_argument(
@@ -249,8 +258,10 @@ def make_target(args: argparse.Namespace) -> Target:
     address = f"{args.scheduler_ip}:{args.scheduler_port}"
     if args.response_mode == "callback":
         host = args.callback_host or local_address_towards(args.scheduler_ip, args.scheduler_port)
-        return CallbackTarget(address, f"0.0.0.0:{args.receiver_port}", f"{host}:{args.receiver_port}")
-    return SymphonyGrpcTarget(address)
+        return CallbackTarget(
+            address, f"0.0.0.0:{args.receiver_port}", f"{host}:{args.receiver_port}", channels=args.channels
+        )
+    return SymphonyGrpcTarget(address, channels=args.channels)
 
 
 def _print_progress(p: Progress) -> None:
@@ -319,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             history=args.history,
             turn_timeout_s=args.turn_timeout,
             drain_timeout_s=args.drain_timeout,
+            ramp_up_s=args.ramp_up,
         )
         target = make_target(args)
     except ValueError as err:

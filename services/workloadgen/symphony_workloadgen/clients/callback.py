@@ -54,8 +54,8 @@ class _Receiver(receiver_pb2_grpc.ResponseReceiverServicer):
 class CallbackTarget(SymphonyGrpcTarget):
     """Advisories as in streaming mode; turns through ``Submit`` and ``PostResponse``."""
 
-    def __init__(self, address: str, receiver_listen: str, callback_address: str) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, receiver_listen: str, callback_address: str, channels: int = 1) -> None:
+        super().__init__(address, channels)
         self.receiver_listen = receiver_listen
         self.callback_address = callback_address
         self._pending: dict[str, asyncio.Future[receiver_pb2.PostResponseRequest]] = {}

@@ -14,6 +14,12 @@ from symphony_workloadgen.clients.base import Clock, Delta, Done, TargetError, T
 if TYPE_CHECKING:
     from symphony.v1.scheduler_pb2_grpc import SchedulerAsyncStub
 
+# No HTTP/2 keepalive pings on the generator's channels: with the shared keepalive options,
+# bench-workloadgen saw bursts of CANCELLED turns (every call of a connection at once) on a loaded
+# machine, and none without them. A dead scheduler is still noticed: calls fail with UNAVAILABLE,
+# and --turn-timeout bounds every turn.
+CHANNEL_OPTIONS_LOADED = [o for o in CHANNEL_OPTIONS if "keepalive" not in o[0] and "pings" not in o[0]]
+
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 
@@ -50,20 +56,27 @@ def summary_done(t: float, s: common_pb2.TurnSummary, first_token_s: float | Non
 
 
 class SymphonyGrpcTarget:
-    def __init__(self, address: str) -> None:
+    """``channels`` > 1 spreads calls over several HTTP/2 connections (one connection's streams are
+    served in order by one server thread; thousands of sessions need more than one)."""
+
+    def __init__(self, address: str, channels: int = 1) -> None:
         self.address = address
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: SchedulerAsyncStub | None = None
+        self._n = max(1, channels)
+        self._channels: list[grpc.aio.Channel] = []
+        self._stubs: list[SchedulerAsyncStub] = []
+        self._next = 0
 
     @property
     def stub(self) -> SchedulerAsyncStub:
-        if self._stub is None:
+        if not self._stubs:
             raise RuntimeError("target not started")
-        return self._stub
+        self._next = (self._next + 1) % len(self._stubs)
+        return self._stubs[self._next]
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
-        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
+        options = [*CHANNEL_OPTIONS_LOADED, ("grpc.use_local_subchannel_pool", 1)]
+        self._channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self._n)]
+        self._stubs = [scheduler_pb2_grpc.SchedulerStub(c) for c in self._channels]
 
     async def advise(self, session_id: str, eta_s: float, turn_index: int, prompt_chars: int) -> None:
         req = scheduler_pb2.AdviseRequest(
@@ -93,12 +106,13 @@ class SymphonyGrpcTarget:
                     summary = resp.summary
         except grpc.aio.AioRpcError as err:
             raise rpc_error(err) from None
-        finally:
-            stream.cancel()
+        except BaseException:
+            stream.cancel()  # abandoned (the run was stopped): free the server's work at once
+            raise
         if summary is None:
             raise TargetError("PROTOCOL", "the Generate stream ended without a summary")
         yield summary_done(clock(), summary)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
+        for channel in self._channels:
+            await channel.close(None)

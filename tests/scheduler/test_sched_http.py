@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from symphony.clock import ManualClock
 from symphony.limits import Limits
-from symphony_scheduler.fakes import FakeNode
+from symphony_scheduler.fakes import FakeBehaviour, FakeNode
 from symphony_scheduler.server import RunningScheduler, SchedulerConfig, start_scheduler
 
 
@@ -144,3 +144,21 @@ async def test_no_node_is_503_before_the_stream_starts(front: Front) -> None:
         await front.client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "x"}], max_tokens=4, stream=True
         )
+
+
+async def test_a_node_dying_mid_stream_ends_the_stream_with_an_error_event(front: Front) -> None:
+    node = await FakeNode.start(
+        "a", f"127.0.0.1:{front.sched.grpc_port}", FakeBehaviour(fail_after_first=True)
+    )
+    front.nodes.append(node)
+    stream = await front.client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], max_tokens=4, stream=True
+    )
+    text = ""
+    with pytest.raises(openai.APIError, match="failed after the first token"):
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+    assert text == "ok "  # what was streamed before the failure stays delivered
+    reg = front.sched.app.registry
+    assert reg.get_sample_value("symphony_turns_total", {"outcome": "error"}) == 1

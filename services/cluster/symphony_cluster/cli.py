@@ -18,6 +18,7 @@ from pathlib import Path
 from symphony_cluster.local import LocalStack, StackConfig, StackError
 from symphony_cluster.sessions_table import session_table
 from symphony_cluster.sim import command as simulate_command
+from symphony_cluster.sim import study
 
 log = logging.getLogger("symphony")
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after --, extra flags for the workload generator (see symphony-workloadgen --help)",
     )
     simulate_command.add_parser(sub)
+    study.add_parser(sub)
     return parser
 
 
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(args))
     if args.command == "simulate":
         return simulate_command.run(args)
+    if args.command == "study":
+        return study.run(args)
     raise AssertionError(args.command)
 
 

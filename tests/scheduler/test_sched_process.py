@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -34,6 +35,25 @@ def test_bad_flag_prints_usage_without_traceback() -> None:
     )
     assert out.returncode == 2
     assert b"--lease: must be > 0" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flags in (
+            [f"--listen=127.0.0.1:{port}", "--http-listen=127.0.0.1:0"],
+            ["--listen=127.0.0.1:0", f"--http-listen=127.0.0.1:{port}"],
+        ):
+            out = subprocess.run(
+                [sys.executable, "-m", "symphony_scheduler", *flags],
+                capture_output=True,
+                timeout=WAIT,
+                check=False,
+            )
+            assert out.returncode == 1 and b"Traceback" not in out.stderr
+            assert str(port).encode() in out.stderr
 
 
 class Proc:

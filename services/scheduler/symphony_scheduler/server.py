@@ -95,12 +95,15 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
     )
     router = Router(app)
     service = SchedulerService(app, router)
-    handle = await start_server(
-        lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
-        [SERVICE_NAME],
-        config.listen,
-        max_message_bytes=config.limits.max_grpc_message_bytes,
-    )
+    try:
+        handle = await start_server(
+            lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
+            [SERVICE_NAME],
+            config.listen,
+            max_message_bytes=config.limits.max_grpc_message_bytes,
+        )
+    except RuntimeError as err:  # grpc reports a port in use this way
+        raise OSError(f"--listen {config.listen}: {err}") from None
     runner = web.AppRunner(FrontDoor(app, router).build(), access_log=None)
     try:
         await runner.setup()

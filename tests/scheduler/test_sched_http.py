@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -162,3 +163,28 @@ async def test_a_node_dying_mid_stream_ends_the_stream_with_an_error_event(front
     assert text == "ok "  # what was streamed before the failure stays delivered
     reg = front.sched.app.registry
     assert reg.get_sample_value("symphony_turns_total", {"outcome": "error"}) == 1
+
+
+async def test_last_turn_header_ends_the_session_and_releases_its_kv(front: Front) -> None:
+    node = await front.add_node("a")
+    headers = {"x-session-id": "bye", "x-request-id": "req-42"}
+    done = await front.client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], max_tokens=4, extra_headers=headers
+    )
+    assert done.id == "chatcmpl-req-42" and "bye" in front.sched.app.core.sessions
+    await front.client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=4,
+        extra_headers={**headers, "x-session-last": "true"},
+    )
+    assert "bye" not in front.sched.app.core.sessions
+    await asyncio.wait_for(node.servicer.wait_for(lambda st: len(st.releases) == 1), 10.0)
+    assert node.state.releases[0].session_id == "bye" and not node.state.releases[0].prefetch_only
+    with pytest.raises(openai.BadRequestError, match="x-session-last"):
+        await front.client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=4,
+            extra_headers={"x-session-last": "maybe"},
+        )

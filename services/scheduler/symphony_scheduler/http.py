@@ -31,6 +31,8 @@ from symphony_scheduler.router import Router
 
 log = logging.getLogger(__name__)
 
+LAST_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -92,14 +94,22 @@ class FrontDoor:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await read_json(request)
-        return await self._serve(
-            request, body, build_turn(body, chat_messages(body), self._session(request)), True
-        )
+        return await self._serve(request, body, self._turn(request, body, chat_messages(body)), True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await read_json(request)
-        turn = build_turn(body, completion_messages(body), self._session(request))
-        return await self._serve(request, body, turn, False)
+        return await self._serve(request, body, self._turn(request, body, completion_messages(body)), False)
+
+    def _turn(
+        self, request: web.Request, body: dict[str, Any], messages: list[common_pb2.ChatMessage]
+    ) -> common_pb2.TurnRequest:
+        request_id = request.headers.get("x-request-id")
+        if request_id is not None and not 0 < len(request_id) <= 256:
+            raise InvalidArgument("x-request-id", "must be 1 to 256 characters")
+        last = request.headers.get("x-session-last", "false").lower()
+        if last not in LAST_VALUES:
+            raise InvalidArgument("x-session-last", "must be true or false")
+        return build_turn(body, messages, self._session(request), request_id, LAST_VALUES[last])
 
     def _session(self, request: web.Request) -> str | None:
         session = request.headers.get("x-session-id")
@@ -182,8 +192,14 @@ class FrontDoor:
         turn_index = body.get("turn_index", 0)
         if isinstance(turn_index, bool) or not isinstance(turn_index, int):
             raise InvalidArgument("turn_index", "must be an integer")
+        chars = body.get("expected_prompt_chars", 0)
+        if isinstance(chars, bool) or not isinstance(chars, int) or not 0 <= chars < 2**32:
+            raise InvalidArgument("expected_prompt_chars", "must be a non-negative integer")
         req = scheduler_pb2.AdviseRequest(
-            session_id=request.match_info["session_id"], eta_s=float(eta), turn_index=turn_index
+            session_id=request.match_info["session_id"],
+            eta_s=float(eta),
+            turn_index=turn_index,
+            expected_prompt_chars=chars,
         )
         check_advice(req, self.app.limits)
         decision = self.app.core.advise(req.session_id, req.eta_s, req.turn_index, self.app.now())

@@ -4,7 +4,8 @@ Accepted: the chat and completions fields vLLM accepts that a turn can express (
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``min_tokens``, ``ignore_eos``,
 ``stream``, ``stream_options.include_usage``, ``user``). ``n`` other than 1 is refused rather than
 silently ignored. The session is the ``x-session-id`` header, else ``user``, else a fresh one-off id;
-the turn index is the number of user messages before the last one.
+the turn index is the number of user messages before the last one. ``x-request-id`` names the
+request; ``x-session-last: true`` marks the session's last turn, so its K,V is released at once.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def completion_messages(body: dict[str, Any]) -> list[common_pb2.ChatMessage]:
 
 
 def build_turn(
-    body: dict[str, Any], messages: list[common_pb2.ChatMessage], session_header: str | None
+    body: dict[str, Any],
+    messages: list[common_pb2.ChatMessage],
+    session_header: str | None,
+    request_id: str | None = None,
+    is_last: bool = False,
 ) -> common_pb2.TurnRequest:
     """The turn an OpenAI request stands for; raises InvalidArgument naming the bad field."""
     n = _integer(body, "n", 1)
@@ -108,9 +113,9 @@ def build_turn(
         messages=messages,
         max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
         ignore_eos=ignore_eos,
-        is_last=False,
+        is_last=is_last,
         model=model,
-        request_id=uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
     )
     turn.sampling.temperature = _number(body, "temperature", 1.0)
     turn.sampling.top_p = _number(body, "top_p", 1.0)

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 "16",
                 "--ignore-eos",
                 "--time-scale",
-                "10",
+                "30",
                 "--seed",
                 "1",
                 "--out",
@@ -144,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         held = {n: len(sessions(c)) - before[n] for n, c in controls.items()}
         print(f"sessions filed in each engine's connector store by this run: {held}")
-        summary = out / "summary.json"
-        if summary.exists():
-            doc = json.loads(summary.read_text())
-            print("workload summary:", json.dumps({k: doc[k] for k in list(doc)[:12]}, default=str)[:1500])
         problems = []
+        later = reuse_report(out / "turns.jsonl")
+        if not later:
+            problems.append("no session reached a second turn")
+        elif not any(t["cached_tokens"] for t in later):
+            problems.append("no later turn reused K,V through the stack")
         if wl.returncode != 0:
             problems.append(f"the workload generator exited with {wl.returncode}")
         if not any(held.values()):
@@ -168,6 +170,28 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def reuse_report(turns_file: Path) -> list[dict[str, Any]]:
+    """Prints how later turns found their K,V; returns those turns."""
+    if not turns_file.exists():
+        return []
+    turns = [json.loads(line) for line in turns_file.read_text().splitlines() if line.strip()]
+    last_node: dict[str, str] = {}
+    later = []
+    for t in sorted(turns, key=lambda t: (t["session_id"], t["turn_index"])):
+        if not t.get("ok"):
+            continue
+        prev = last_node.get(t["session_id"])
+        last_node[t["session_id"]] = t["node_id"]
+        if t["turn_index"] > 0:
+            later.append(t)
+            moved = f" (moved from {prev})" if prev and prev != t["node_id"] else ""
+            print(
+                f"  {t['session_id']} turn {t['turn_index']}: {t['node_id']}{moved}, "
+                f"{t['cached_tokens']}/{t['prompt_tokens']} prompt tokens cached, TTFT {t['ttft'] * 1000:.0f} ms"
+            )
+    return later
 
 
 def sessions(control: str) -> list[object]:

@@ -62,15 +62,20 @@ class Router:
             decision = core.route(turn, app.now(), exclude)
             node_id = decision.node_id
             address = core.node_address(node_id) or ""
-            for command, addr in app.addressed(decision.commands):
-                await app.clients.execute(command, addr)  # the node learns where K,V comes from first
-            call = app.clients.stub(address).Generate(
-                nodesched_pb2.NodeGenerateRequest(turn=turn, route_reason=decision.reason)
+            call: (
+                grpc.aio.UnaryStreamCall[nodesched_pb2.NodeGenerateRequest, common_pb2.GenerateResponse]
+                | None
             )
+            call = None
             parts: list[str] = []
             first_token_at: float | None = None
             finished = False
             try:
+                for command, addr in app.addressed(decision.commands):
+                    await app.clients.execute(command, addr)  # the node learns where K,V comes from first
+                call = app.clients.stub(address).Generate(
+                    nodesched_pb2.NodeGenerateRequest(turn=turn, route_reason=decision.reason)
+                )
                 async for resp in call:
                     if resp.HasField("delta"):
                         if first_token_at is None:
@@ -99,7 +104,8 @@ class Router:
                     raise _node_error(node_id, err) from None
             finally:
                 if not finished:
-                    call.cancel()
+                    if call is not None:
+                        call.cancel()
                     core.turn_aborted(turn.session_id, node_id, prompt_tokens, app.now())
             if first_token_at is not None:
                 app.metrics.turns.labels(outcome="error").inc()

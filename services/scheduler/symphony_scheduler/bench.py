@@ -71,7 +71,7 @@ def bench_core(policy: str, sessions: int, decisions: int) -> dict[str, float]:
         sid = f"s{rng.randrange(sessions)}"
         now += 0.001
         t0 = time.perf_counter()
-        core.advise(sid, 5.0, 1, now)
+        core.advise(sid, 1.0, 1, now)  # within the decision lead: placed at once
         t1 = time.perf_counter()
         decision = core.route(
             common_pb2.TurnRequest(session_id=sid, turn_index=1, messages=msgs, max_tokens=64), now

@@ -147,9 +147,10 @@ class SymphonyPolicy:
     def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
         """Decide as late as the slowest K,V move allows (twice over), never later than
         ``min_lead_s`` before the turn: an advisory sent while the user starts typing a long
-        prompt would otherwise be placed on the load of half a minute earlier."""
-        by_id = {n.node_id: n for n in nodes}
-        worst = max((self.kv_plan(n, session, by_id).seconds for n in nodes), default=0.0)
+        prompt would otherwise be placed on the load of half a minute earlier. Recomputing is
+        always possible, so its time bounds every node's move."""
+        tokens = max([session.tokens, *(loc.tokens for loc in session.locations.values())])
+        worst = tokens / self.cost.prefill_tokens_per_s
         return max(0.0, eta_s - max(self.cost.min_lead_s, 2.0 * worst))
 
     def on_advice(

@@ -1,7 +1,7 @@
 """The Symphony stack on real vLLM engines: scheduler + one `--engine vllm` node scheduler per
 engine + the workload generator, as separate processes on loopback (the same command lines the
-chart uses). Passes when the workload generator reports no failed turn and every engine's connector
-store holds sessions filed by the node schedulers.
+chart uses). Passes when the workload generator reports no failed turn and later turns of sessions found their
+earlier turns' K,V (cached prompt tokens) through the stack.
 Usage: stack.py --bin VENV_BIN --run-dir DIR --engine NAME=OPENAI_URL,CONTROL_URL [--engine ...]
 """
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             check=False,
         )
         held = {n: len(sessions(c)) - before[n] for n, c in controls.items()}
-        print(f"sessions filed in each engine's connector store by this run: {held}")
+        # Informational: sessions that ended were released (deleted) by the node schedulers.
+        print(f"sessions held in each engine's connector store at the end: {held}")
         problems = []
         later = reuse_report(out / "turns.jsonl")
         if not later:
@@ -153,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             problems.append("no later turn reused K,V through the stack")
         if wl.returncode != 0:
             problems.append(f"the workload generator exited with {wl.returncode}")
-        if not any(held.values()):
-            problems.append("no engine's store holds a session: the node schedulers did not name sessions")
         for name, proc in procs.items():
             if proc.poll() is not None:
                 problems.append(f"{name} died with {proc.returncode}")

@@ -39,6 +39,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
     cancels: list[Arrival] = field(default_factory=list)
     on_turn: Callable[[Arrival], None] | None = None
     hold: asyncio.Event | None = None  # when set, turns wait for it before answering
+    answer: Callable[[str], str] = lambda expected: expected  # the text streamed for a turn
     started: asyncio.Event = field(default_factory=asyncio.Event)
     _calls: int = 0
 
@@ -75,7 +76,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "turn rejected by the fake")
         if self.hold is not None:
             await self.hold.wait()
-        text = request.expected_response
+        text = self.answer(request.expected_response)
         step = max(1, -(-len(text) // self.chunks))
         for i in range(0, len(text), step):
             piece = text[i : i + step]

@@ -194,3 +194,34 @@ async def test_second_stop_cancels_in_flight_turns(fake: tuple[FakeScheduler, Se
     result = await task
     assert result.interrupted and result.records
     assert all(r.cancelled and not r.error for r in result.records)
+
+
+async def test_live_history_carries_the_received_answers(fake: tuple[FakeScheduler, ServerHandle]) -> None:
+    sched, server = fake
+    sched.answer = lambda expected: expected.upper()[: len(expected) // 2]
+    runner, target = make_runner(server, RunConfig(num_clients=1, max_turns=2, history="live"))
+    result = await run(runner, target)
+    plan = runner.planner.plan(0)
+    second = sched.turns[1].request
+    live = plan.turns[0].expected_answer.upper()[: len(plan.turns[0].expected_answer) // 2]
+    assert [(m.role, m.content) for m in second.messages][1] == ("assistant", live)
+    # Reading time follows the answer actually shown to the user.
+    first, nxt = result.records
+    expected = first.finished + (len(live) / 25 + len(plan.turns[1].prompt) / 6) / SCALE
+    assert nxt.planned == pytest.approx(expected, abs=1e-3)
+
+
+async def test_spurious_and_missed_advisories(fake: tuple[FakeScheduler, ServerHandle]) -> None:
+    sched, server = fake
+    model = UserModel(time_scale=SCALE, advisory_miss_rate=1.0, advisory_spurious_rate=1.0)
+    runner, target = make_runner(server, RunConfig(num_clients=1, max_turns=3), model)
+    result = await run(runner, target)
+    assert result.advisories_sent == 0 and result.spurious_sent >= 2
+    recs = result.records
+    # Each answer is followed, half-way through the reading time, by an advisory no turn follows then.
+    for a in sched.advisories[:2]:
+        prev = next(r for r in recs if r.session_id == a.session_id and r.turn_index == a.request.turn_index)
+        plan = runner.planner.plan(prev.session_number)
+        half = len(plan.turns[prev.turn_index].expected_answer) / 25 / SCALE / 2
+        assert a.t - runner.origin >= prev.finished + half - 1e-3
+        assert a.request.eta_s == pytest.approx(plan.spurious_eta_s(prev.turn_index))

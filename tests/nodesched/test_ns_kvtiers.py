@@ -191,3 +191,12 @@ def test_invariants_hold_under_random_operations(ops: list[tuple[str, str, int]]
             assert tiers.entries[k].layers == layers
         for x in tiers.entries.values():
             assert x.tokens > 0 or x.pinned, "an absent session is still counted"
+
+
+def test_preparing_what_is_already_on_the_gpu_leaves_nothing_to_release() -> None:
+    tiers = TierManager(TINY)
+    a = idle_entry(tiers, "a", 1024)
+    assert tiers.prepare_local(a, 0.0) == 0.0
+    assert not a.prepared
+    assert tiers.release("a", prefetch_only=True, now=0.0) == 0
+    assert a.on_gpu()

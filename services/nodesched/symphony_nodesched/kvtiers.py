@@ -226,7 +226,7 @@ class TierManager:
             if short > 0:
                 self._reclaim_gpu(short + self.free(GPU), now, exclude=e.key, take_prepared=False)
             fits = min(fits, self.free(GPU) // per_layer)
-        if not e.prepared:
+        if missing and not e.prepared:  # already on the GPU: nothing for a Release to undo
             e.prepared, e.prepared_from = True, "local"
         self._promote(e, missing[:fits], PREFETCH, now)
         if fits < len(missing):
@@ -281,6 +281,11 @@ class TierManager:
             return freed
         before = self.used[GPU]
         self._cancel_inflight(e)
+        if e.disk == COPY:  # the prefetched layers are still on disk: dropping them is free
+            units = self._units(e)
+            e.layers = [DISK if t == GPU else t for t in e.layers]
+            self._apply(units, e)
+            return (before - self.used[GPU]) * self.unit_bytes
         for layer in reversed(range(self.num_layers)):
             if e.key in self.entries and e.layers[layer] == GPU:
                 self._demote_layer(e, layer, now)

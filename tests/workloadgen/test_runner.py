@@ -225,3 +225,13 @@ async def test_spurious_and_missed_advisories(fake: tuple[FakeScheduler, ServerH
         half = len(plan.turns[prev.turn_index].expected_answer) / 25 / SCALE / 2
         assert a.t - runner.origin >= prev.finished + half - 1e-3
         assert a.request.eta_s == pytest.approx(plan.spurious_eta_s(prev.turn_index))
+
+
+async def test_max_sessions_ends_the_run_when_they_are_done(fake: tuple[FakeScheduler, ServerHandle]) -> None:
+    sched, server = fake
+    runner, target = make_runner(server, RunConfig(num_clients=2, max_sessions=3))
+    result = await run(runner, target)
+    assert result.sessions_started == 3 == result.sessions_finished
+    played = [runner.planner.plan(n) for n in range(3)]
+    assert len(result.records) == sum(len(p.turns) for p in played) == len(sched.turns)
+    assert all(r.ok for r in result.records) and not result.interrupted

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -214,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=_non_negative, default=0.0, help="leave turns sent in the first SECONDS out"
     )
     g.add_argument(
+        "--max-sessions",
+        type=_positive(int),
+        default=None,
+        help="start at most N sessions, then end when they are done (default: the dataset's size "
+        "when neither --duration nor --max-turns is given, else no limit)",
+    )
+    g.add_argument(
         "--ramp-up",
         type=_non_negative,
         default=0.0,
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             turn_timeout_s=args.turn_timeout,
             drain_timeout_s=args.drain_timeout,
             ramp_up_s=args.ramp_up,
+            max_sessions=args.max_sessions,
         )
         target = make_target(args)
     except ValueError as err:
@@ -347,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"symphony-workloadgen: error: {err}", file=sys.stderr)
         return 2
     log.info(dataset.describe())
+    if config.max_sessions is None and config.duration_s is None and config.max_turns is None:
+        # Like the original: without a time or turn limit, play every conversation once, then stop.
+        config = dataclasses.replace(config, max_sessions=dataset.kept)
     planner = SessionPlanner(
         dataset.conversations,
         model,

@@ -46,6 +46,7 @@ class RunConfig:
     turn_timeout_s: float = 600.0
     drain_timeout_s: float = 30.0
     ramp_up_s: float = 0.0  # the first N sessions start evenly spread over this time, not all at 0
+    max_sessions: int | None = None  # no session starts after this many; the run ends when they are done
 
     def __post_init__(self) -> None:
         if self.num_clients < 1:
@@ -58,6 +59,8 @@ class RunConfig:
             raise ValueError("retries must be >= 0")
         if self.ramp_up_s < 0:
             raise ValueError("ramp-up must be >= 0")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ValueError("max-sessions must be >= 1")
 
 
 class Action(IntEnum):
@@ -179,6 +182,8 @@ class Runner:
         self._t0 = self._loop.time()
         progress = asyncio.create_task(self._progress_loop()) if self._on_progress else None
         n = self.config.num_clients
+        if self.config.max_sessions is not None:
+            n = min(n, self.config.max_sessions)
         for k in range(n):
             self._start_session(self.config.ramp_up_s * k / n)
         gc.freeze()
@@ -224,7 +229,7 @@ class Runner:
         heap = self._heap
         while True:
             now = self.now()
-            if self._sending_over(now):
+            if self._sending_over(now) or not self._sessions:
                 return
             while heap and heap[0][0] <= now:
                 t, _, action, sess, idx = heapq.heappop(heap)
@@ -356,8 +361,14 @@ class Runner:
             self._push(rec.finished + half, Action.SPURIOUS, sess, turn.index)
         self._sessions.pop(sess.plan.session_id, None)
         self._sessions_finished += 1
-        if not self._sending_over(self.now()):
+        if not self._sending_over(self.now()) and self._may_start_session():
             self._start_session(rec.finished if rec.ok else self.now())
+        elif not self._sessions:
+            self._wake()  # every session is done: the timer loop can end the run
+
+    def _may_start_session(self) -> bool:
+        limit = self.config.max_sessions
+        return limit is None or self.planner.sessions_planned < limit
 
     async def _attempts(self, call: TurnCall, rec: TurnRecord, text: list[str]) -> None:
         c = self.config

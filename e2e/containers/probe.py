@@ -3,6 +3,8 @@
   probe.py ready URL [--timeout S]                       wait until URL answers 200
   probe.py metric URL NAME [--min X] [--timeout S]       wait until the sum of NAME's samples >= X
   probe.py metrics URL NAME...                           /metrics answers and exposes every NAME
+  probe.py grpc-health HOST:PORT                         grpc.health.v1 says SERVING (as the
+                                                         chart's gRPC readiness probe asks)
 
 Waiting is polling with a deadline: the stack's own health endpoints are the synchronisation.
 """
@@ -61,7 +63,21 @@ def main() -> None:
     s = sub.add_parser("metrics")
     s.add_argument("url")
     s.add_argument("names", nargs="+")
+    g = sub.add_parser("grpc-health")
+    g.add_argument("address")
     a = p.parse_args()
+
+    if a.cmd == "grpc-health":
+        import grpc  # the project images carry grpcio and grpcio-health-checking
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(a.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            sys.exit(f"FAILED: {a.address} health is {reply.status}")
+        print(f"ok: {a.address} gRPC health SERVING")
+        return
 
     if a.cmd == "ready":
 

@@ -135,7 +135,9 @@ main() {
   [[ "$ok" -gt 0 ]] || fail "no turn completed"
   echo "ok: $ok turns completed, 0 failed"
 
-  log "metrics of every server"
+  log "gRPC health and metrics of every server"
+  probe grpc-health "$PREFIX-scheduler:50051"
+  for node in "${NODES[@]}"; do probe grpc-health "$PREFIX-$node:50061"; done
   probe metrics "$sched/metrics" symphony_turns_total symphony_routing_decisions_total \
     symphony_nodes_healthy symphony_sessions_active symphony_turn_ttft_seconds symphony_advisories_total
   # The scheduler saw at least every turn the generator completed, and routed them.

@@ -130,3 +130,24 @@ async def test_sigint_drains_and_writes_the_partial_report(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["run"]["interrupted"] is True
     assert summary["turns"]["ok"] == len(sched.turns) >= 1
+
+
+async def test_unreachable_scheduler_is_one_clear_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = await finish(await cli("--scheduler-port", str(port), "--connect-timeout", "0.5", *FAST))
+    assert code == 1 and f"no scheduler reachable at localhost:{port}" in err and "Traceback" not in err
+
+
+async def test_receiver_port_in_use_is_one_clear_error(fake: tuple[FakeScheduler, ServerHandle]) -> None:
+    _, server = fake
+    code, _, err = await finish(
+        await cli(
+            "--scheduler-port", str(server.port), "--response-mode", "callback",
+            "--receiver-port", str(server.port), *FAST,
+        )
+    )  # fmt: skip
+    assert code == 1 and "the receiver cannot listen" in err and "Traceback" not in err

@@ -132,9 +132,13 @@ async def test_callback_mode_receives_responses_on_the_receiver_server() -> None
     assert all(r.ttft == pytest.approx(0.001) for r in result.records)
 
 
-async def test_grpc_target_reports_unavailable_as_retryable() -> None:
-    target = SymphonyGrpcTarget("127.0.0.1:1")  # nothing listens there
+async def test_grpc_target_reports_a_lost_scheduler_as_retryable() -> None:
+    with pytest.raises(TargetError, match="no scheduler reachable"):
+        await SymphonyGrpcTarget("127.0.0.1:1", connect_timeout_s=0.2).start()
+    server = await start_fake_scheduler(FakeScheduler())
+    target = SymphonyGrpcTarget(f"127.0.0.1:{server.port}")
     await target.start()
+    await server.stop(0)
     try:
         with pytest.raises(TargetError) as info:
             await collect(target, CALL)

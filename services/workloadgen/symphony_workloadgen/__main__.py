@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the ResponseReceiver server in callback mode (default: 50050)",
     )
     g.add_argument(
+        "--connect-timeout",
+        type=_positive(float),
+        default=10.0,
+        help="seconds to wait for the scheduler at start before giving up (default: 10)",
+    )
+    g.add_argument(
         "--channels", type=_positive(int), default=2, help="gRPC connections to the scheduler (default: 2)"
     )
     g.add_argument(
@@ -266,10 +272,12 @@ def make_target(args: argparse.Namespace) -> Target:
     address = f"{args.scheduler_ip}:{args.scheduler_port}"
     if args.response_mode == "callback":
         host = args.callback_host or local_address_towards(args.scheduler_ip, args.scheduler_port)
-        return CallbackTarget(
+        target = CallbackTarget(
             address, f"0.0.0.0:{args.receiver_port}", f"{host}:{args.receiver_port}", channels=args.channels
         )
-    return SymphonyGrpcTarget(address, channels=args.channels)
+        target.connect_timeout_s = args.connect_timeout
+        return target
+    return SymphonyGrpcTarget(address, channels=args.channels, connect_timeout_s=args.connect_timeout)
 
 
 def _print_progress(p: Progress) -> None:
@@ -355,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as err:
         print(f"symphony-workloadgen: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("symphony-workloadgen: interrupted while loading the dataset", file=sys.stderr)
+        return 0
     log.info(dataset.describe())
     if config.max_sessions is None and config.duration_s is None and config.max_turns is None:
         # Like the original: without a time or turn limit, play every conversation once, then stop.
@@ -368,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = asyncio.run(run(args, target, planner, config))
+    except KeyboardInterrupt:  # before the run's own handlers were installed
+        print("symphony-workloadgen: interrupted before the run started", file=sys.stderr)
+        return 0
     except TargetError as err:
         print(f"symphony-workloadgen: error: cannot use the target: {err}", file=sys.stderr)
         return 1

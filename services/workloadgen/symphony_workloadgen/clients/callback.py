@@ -70,11 +70,16 @@ class CallbackTarget(SymphonyGrpcTarget):
     async def start(self) -> None:
         await super().start()
         receiver = _Receiver(self._pending)
-        self._server = await start_server(
-            lambda s: receiver_pb2_grpc.add_ResponseReceiverServicer_to_server(receiver, s),
-            [RECEIVER_SERVICE],
-            self.receiver_listen,
-        )
+        try:
+            self._server = await start_server(
+                lambda s: receiver_pb2_grpc.add_ResponseReceiverServicer_to_server(receiver, s),
+                [RECEIVER_SERVICE],
+                self.receiver_listen,
+            )
+        except (OSError, RuntimeError):  # grpc reports a port in use as a RuntimeError
+            raise TargetError(
+                "UNAVAILABLE", f"the receiver cannot listen on {self.receiver_listen} (port in use?)"
+            ) from None
         if self.callback_address.endswith(":0"):
             self.callback_address = f"{self.callback_address[:-2]}:{self._server.port}"
 

@@ -38,17 +38,21 @@ class OpenAIHttpTarget:
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        if not self.model:
-            self.model = await self._first_model()
+        first = await self._first_model()  # also checks that the server is reachable
+        self.model = self.model or first
 
     async def _first_model(self) -> str:
         try:
             async with self.http.get(f"{self.base_url}/v1/models") as resp:
                 body = await _json_or_error(resp)
         except aiohttp.ClientError as err:
+            await self.close()
             raise TargetError("UNAVAILABLE", f"{self.base_url}/v1/models: {err}") from None
         data = body.get("data") if isinstance(body, dict) else None
         if not data or not isinstance(data, list) or not isinstance(data[0], dict) or "id" not in data[0]:
+            if self.model:
+                return self.model
+            await self.close()
             raise TargetError("PROTOCOL", f"{self.base_url}/v1/models lists no model; pass --model")
         return str(data[0]["id"])
 

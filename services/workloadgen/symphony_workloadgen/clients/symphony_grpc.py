@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,9 @@ class SymphonyGrpcTarget:
     """``channels`` > 1 spreads calls over several HTTP/2 connections (one connection's streams are
     served in order by one server thread; thousands of sessions need more than one)."""
 
-    def __init__(self, address: str, channels: int = 1) -> None:
+    def __init__(self, address: str, channels: int = 1, connect_timeout_s: float = 10.0) -> None:
         self.address = address
+        self.connect_timeout_s = connect_timeout_s
         self._n = max(1, channels)
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[SchedulerAsyncStub] = []
@@ -77,6 +79,14 @@ class SymphonyGrpcTarget:
         options = [*CHANNEL_OPTIONS_LOADED, ("grpc.use_local_subchannel_pool", 1)]
         self._channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self._n)]
         self._stubs = [scheduler_pb2_grpc.SchedulerStub(c) for c in self._channels]
+        # Fail fast with one clear message instead of a flood of failed turns.
+        try:
+            await asyncio.wait_for(self._channels[0].channel_ready(), self.connect_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise TargetError(
+                "UNAVAILABLE", f"no scheduler reachable at {self.address} within {self.connect_timeout_s:g} s"
+            ) from None
 
     async def advise(self, session_id: str, eta_s: float, turn_index: int, prompt_chars: int) -> None:
         req = scheduler_pb2.AdviseRequest(
@@ -114,5 +124,6 @@ class SymphonyGrpcTarget:
         yield summary_done(clock(), summary)
 
     async def close(self) -> None:
-        for channel in self._channels:
+        channels, self._channels, self._stubs = self._channels, [], []
+        for channel in channels:
             await channel.close(None)

@@ -185,6 +185,10 @@ def test_gpu_daemonset_runs_vllm_sidecar_with_gpu_limit(render: Callable[..., Re
     assert args["--model"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert args["--tensor-parallel-size"] == "4"
     assert "--enable-prefix-caching" in args
+    # The engine listens on localhost only; its probes run inside the container.
+    assert args["--host"] == "127.0.0.1"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert "http://127.0.0.1:8000/health" in vllm[probe]["exec"]["command"][-1]
     kv = json.loads(args["--kv-transfer-config"])
     assert kv["kv_connector"] == "SymphonyConnector"
     assert kv["kv_connector_module_path"] == "symphony_vllm.connector"

@@ -127,3 +127,8 @@ user's own. Call with (dict "ctx" $ "port" 8080 "extra" .Values.x.podAnnotations
   emptyDir:
     sizeLimit: 1Gi
 {{- end -}}
+
+{{/* Health check of the vLLM sidecar from inside its container (it listens on localhost). */}}
+{{- define "symphony.vllmHealthCommand" -}}
+["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ . }}/health', timeout=8)"]
+{{- end -}}

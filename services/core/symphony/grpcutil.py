@@ -42,7 +42,8 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], err: SymphonyError) -> None:
     """Ends an RPC with the status of a Symphony error (and retry advice when it is retryable)."""
     if isinstance(err, Unavailable):
-        await context.send_initial_metadata((("retry-after-s", f"{err.retry_after_s:.3f}"),))
+        # Trailing metadata: valid whether or not the stream has already sent its headers.
+        context.set_trailing_metadata((("retry-after-s", f"{err.retry_after_s:.3f}"),))
     await context.abort(err.grpc_code, err.message)
 
 
@@ -126,7 +127,7 @@ async def start_server(
 
 def retry_after(err: grpc.aio.AioRpcError) -> float | None:
     """The server's retry advice on an UNAVAILABLE error, if it sent one."""
-    md = err.initial_metadata() or ()
+    md = [*(err.trailing_metadata() or ()), *(err.initial_metadata() or ())]
     for key, value in md:
         if key == "retry-after-s":
             try:

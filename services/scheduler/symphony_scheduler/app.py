@@ -7,6 +7,7 @@ build a fresh application each time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from symphony.clock import Clock
 from symphony.limits import Limits
 from symphony.metrics import SchedulerMetrics
-from symphony_scheduler.commands import Command
+from symphony_scheduler.commands import AdviceDecision, Command
 from symphony_scheduler.core import SchedulerCore
 from symphony_scheduler.nodes import NodeClients
 
@@ -41,6 +42,7 @@ class SchedulerApp:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clients = clients or NodeClients()
         self._expiry_task: asyncio.Task[None] | None = None
+        self._deadline_moved = asyncio.Event()
 
     def now(self) -> float:
         return self.clock.now()
@@ -57,6 +59,13 @@ class SchedulerApp:
     def dispatch(self, commands: Sequence[Command]) -> None:
         self.clients.spawn(self.addressed(commands))
 
+    def advise(self, session_id: str, eta_s: float, turn_index: int) -> AdviceDecision:
+        """Records an advisory, sends the orders it yields, and wakes the timer for a deferred decision."""
+        decision = self.core.advise(session_id, eta_s, turn_index, self.now())
+        self.dispatch(decision.commands)
+        self._deadline_moved.set()
+        return decision
+
     async def tick(self) -> None:
         """One expiry pass: leases, advisories, idle sessions; closes channels of dropped nodes."""
         removed_before = self.core.take_removed_nodes()
@@ -67,8 +76,14 @@ class SchedulerApp:
             await self.clients.close(address)
 
     async def _expiry_loop(self) -> None:
+        period = max(0.05, self.heartbeat_interval_s / 2)
         while True:
-            await asyncio.sleep(max(0.05, self.heartbeat_interval_s / 2))  # a periodic timer, not a sync
+            # A timer: the periodic pass, or the next deferred advisory decision if that comes first.
+            deadline = self.core.next_deadline()
+            delay = period if deadline is None else min(period, max(0.0, deadline - self.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deadline_moved.wait(), delay)
+            self._deadline_moved.clear()
             try:
                 await self.tick()
             except Exception:  # the loop must survive a bug in one pass

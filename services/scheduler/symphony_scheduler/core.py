@@ -165,6 +165,11 @@ class SchedulerCore:
             commands += self._place_advice(rec, advice, eta_s, now)
         return AdviceDecision(advice.node_id, advice.reason, commands)
 
+    def next_deadline(self) -> float | None:
+        """When the next deferred advisory decision is due: the shell wakes then, so a decision is
+        taken on time rather than at the next periodic pass (leases and TTLs can wait for that)."""
+        return self._decide_heap[0][0] if self._decide_heap else None
+
     def has_advice(self, session_id: str) -> bool:
         rec = self.sessions.get(session_id)
         return rec is not None and rec.advice is not None

@@ -202,8 +202,7 @@ class FrontDoor:
             expected_prompt_chars=chars,
         )
         check_advice(req, self.app.limits)
-        decision = self.app.core.advise(req.session_id, req.eta_s, req.turn_index, self.app.now())
-        self.app.dispatch(decision.commands)
+        decision = self.app.advise(req.session_id, req.eta_s, req.turn_index)
         return web.json_response(
             {
                 "accepted": decision.node_id is not None,

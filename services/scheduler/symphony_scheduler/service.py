@@ -63,8 +63,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.AdviseRequest, context: Context
     ) -> scheduler_pb2.AdviseResponse:
         check_advice(request, self.app.limits)
-        decision = self.app.core.advise(request.session_id, request.eta_s, request.turn_index, self.app.now())
-        self.app.dispatch(decision.commands)
+        decision = self.app.advise(request.session_id, request.eta_s, request.turn_index)
         return scheduler_pb2.AdviseResponse(
             accepted=decision.reason not in NOT_ACCEPTED,
             node_id=decision.node_id or "",

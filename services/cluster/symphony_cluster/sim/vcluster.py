@@ -95,6 +95,7 @@ class VirtualCluster:
         self.out = SimOutcome(scenario, [])
         self._inflight: dict[str, tuple[_Session, TurnRecord, common_pb2.TurnRequest]] = {}
         self._req_ids = itertools.count()
+        self._core_wakes: set[float] = set()
 
     # -- the loop ------------------------------------------------------------------------------------
     def at(self, t: float, action: Action) -> None:
@@ -186,10 +187,24 @@ class VirtualCluster:
         self.at(planned, lambda t: self._send(s, planned, t))
 
     def _advise(self, s: _Session, turn: int, eta_s: float, now: float) -> None:
-        arrive = now + self.sc.hop_s
-        self.at(
-            arrive, lambda t: self._execute(self.core.advise(s.plan.session_id, eta_s, turn, t).commands, t)
-        )
+        def at_scheduler(t: float) -> None:
+            self._execute(self.core.advise(s.plan.session_id, eta_s, turn, t).commands, t)
+            self._wake_core()
+
+        self.at(now + self.sc.hop_s, at_scheduler)
+
+    def _wake_core(self) -> None:
+        """Runs the scheduler's deferred advisory decisions when due, as its live timer does."""
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline not in self._core_wakes:
+            self._core_wakes.add(deadline)
+
+            def due(t: float) -> None:
+                self._core_wakes.discard(deadline)
+                self._execute(self.core.expire(t), t)
+                self._wake_core()
+
+            self.at(max(deadline, self.now), due)
 
     def _send(self, s: _Session, planned: float, now: float) -> None:
         pt = s.plan.turns[s.turn]

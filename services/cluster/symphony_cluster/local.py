@@ -45,6 +45,9 @@ class StackConfig:
     host: str = "127.0.0.1"
     startup_timeout_s: float = 60.0
     workload_args: list[str] = field(default_factory=list)
+    scheduler_args: list[str] = field(default_factory=list)
+    node_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of every child (e.g. OTEL_*)
     quiet: bool = False
 
 
@@ -128,9 +131,9 @@ class LocalStack:
         """Starts the scheduler and the nodes and waits until every node has registered."""
         # Every child is started before this process opens a gRPC channel: forking a process whose
         # gRPC threads are running is unsafe. Nodes retry their registration until the scheduler is up.
-        await self.scheduler.start()
+        await self.scheduler.start(self.config.env)
         for node in self.nodes:
-            await node.start()
+            await node.start(self.config.env)
         deadline = time.monotonic() + self.config.startup_timeout_s
         async with grpc.aio.insecure_channel(self.scheduler_address) as channel:
             await self._wait_serving(channel, deadline)
@@ -212,7 +215,7 @@ class LocalStack:
             self.workload_argv(),
             None if not self.config.quiet else self.logs / "workloadgen.log",
         )
-        await self.workload.start()
+        await self.workload.start(self.config.env)
         assert self.workload.proc is not None
         reported: set[str] = set()
         wait_task = asyncio.ensure_future(self.workload.proc.wait())

@@ -86,6 +86,7 @@ class LocalStack:
                 f"{config.host}:{self.endpoints.scheduler_http}",
                 "--policy",
                 config.policy,
+                *config.scheduler_args,
             ],
             self.logs / "scheduler.log",
         )
@@ -110,6 +111,7 @@ class LocalStack:
                     str(config.time_scale),
                     "--metrics-listen",
                     f"{config.host}:{metrics_port}",
+                    *config.node_args,
                 ],
                 self.logs / f"node-{i}.log",
             )

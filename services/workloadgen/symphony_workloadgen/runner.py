@@ -193,6 +193,7 @@ class Runner:
         finally:
             if progress is not None:
                 progress.cancel()
+                await asyncio.gather(progress, return_exceptions=True)
             await self._cancel_pending_advice()
             self._closing = True
             for t in list(self._tasks):

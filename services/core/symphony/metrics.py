@@ -17,6 +17,8 @@ TRANSFER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 TURN_LABELS = ("1", "2", "3", "4", "5-8", "9+")
 ADVISORY_OUTCOMES = ("used", "late", "unused", "cancelled")
+# Why a turn did not take the path its session's K,V or its advisory promised (see SchedulerMetrics).
+FALLBACK_REASONS = ("node_failed", "advice_rerouted", "kv_recomputed", "prepare_failed")
 
 
 def turn_label(turn_index: int) -> str:
@@ -143,6 +145,23 @@ class SchedulerMetrics(TurnMetrics):
             "Turns retried on another node after a node failed before the first token.",
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "symphony_routing_fallbacks",
+            "Turns or orders that fell back from the cache path, by reason: node_failed (retried "
+            "elsewhere before the first token), advice_rerouted (the turn left the node its advisory "
+            "prepared), kv_recomputed (the session had K,V on a node but is recomputed elsewhere), "
+            "prepare_failed (a Prepare order failed on its node).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in FALLBACK_REASONS:
+            self.fallbacks.labels(reason=reason)
+
+    def fallback(self, reason: str) -> None:
+        """Counts one fallback; ``reason`` must be one of FALLBACK_REASONS (bounded label)."""
+        if reason not in FALLBACK_REASONS:
+            raise ValueError(f"unknown fallback reason {reason!r}")
+        self.fallbacks.labels(reason=reason).inc()
 
 
 class NodeMetrics:

@@ -9,6 +9,7 @@ travels as W3C ``traceparent``/``tracestate`` metadata.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,33 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
+ATTR_SESSION = "symphony.session_id"
+ATTR_TURN = "symphony.turn_index"
+ATTR_NODE = "symphony.node_id"
+ATTR_POLICY = "symphony.policy"
+ATTR_REASON = "symphony.route_reason"
+ATTR_ATTEMPTS = "symphony.attempts"
+ATTR_PROMPT_TOKENS = "symphony.prompt_tokens"
+ATTR_COMPLETION_TOKENS = "symphony.completion_tokens"
+ATTR_CACHED_TOKENS = "symphony.cached_tokens"
+ATTR_RECOMPUTED_TOKENS = "symphony.recomputed_tokens"
+ATTR_TRANSFER_S = "symphony.kv_transfer_s"  # K,V load time on the turn's critical path
+ATTR_ETA_S = "symphony.eta_s"
+ATTR_KV_SOURCE = "symphony.kv_source"
+ATTR_READY_S = "symphony.kv_expected_ready_s"
+ATTR_ADVICE_REASON = "symphony.advice_reason"
+
+SPAN_NAMES = (
+    "workloadgen.turn",
+    "scheduler.generate",
+    "nodesched.generate",
+    "engine.generate",
+    "workloadgen.advise",
+    "scheduler.advise",
+    "scheduler.prepare",
+    "nodesched.prepare",
+)
+
 
 @dataclass(frozen=True)
 class TracingConfig:
@@ -32,10 +60,16 @@ class TracingConfig:
 
     @classmethod
     def from_env(cls, endpoint: str | None = None, sample_ratio: float | None = None) -> TracingConfig:
-        """Flags win over the standard OTEL_* variables."""
+        """Flags win over the standard OTEL_* variables (``OTEL_TRACES_EXPORTER=none`` or
+        ``OTEL_SDK_DISABLED=true`` turn an environment endpoint off)."""
+        env_off = os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "none" or (
+            os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+        )
         ep = (
             endpoint
             if endpoint is not None
+            else ""
+            if env_off
             else os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         )
@@ -50,6 +84,34 @@ class TracingConfig:
         return cls(endpoint=ep, sample_ratio=ratio)
 
 
+def sample_ratio(text: str) -> float:
+    """argparse type of ``--trace-sample-ratio``: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_tracing_flags(parser: argparse.ArgumentParser) -> None:
+    """The same two flags on every Symphony command (the chart sets the OTEL_* variables instead)."""
+    g = parser.add_argument_group("tracing")
+    g.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        help="OTLP/gRPC collector, e.g. http://collector:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "empty: tracing off)",
+    )
+    g.add_argument(
+        "--trace-sample-ratio",
+        type=sample_ratio,
+        default=None,
+        help="fraction of turns traced, parent-based (default: $OTEL_TRACES_SAMPLER_ARG or 1)",
+    )
+
+
 class Tracing:
     """A tracer for one service; a no-op tracer when no endpoint is configured."""
 
@@ -59,8 +121,10 @@ class Tracing:
         self.enabled = bool(config.endpoint) or exporter is not None
         self._provider: TracerProvider | None = None
         if self.enabled:
+            # OTEL_SERVICE_NAME (the chart sets it) wins over the built-in name.
+            name = os.environ.get("OTEL_SERVICE_NAME") or service_name
             provider = TracerProvider(
-                resource=Resource.create({"service.name": service_name}),
+                resource=Resource.create({"service.name": name}),
                 sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
             )
             if exporter is None:
@@ -72,6 +136,10 @@ class Tracing:
             self.tracer: trace.Tracer = provider.get_tracer("symphony")
         else:
             self.tracer = trace.NoOpTracer()
+
+    @classmethod
+    def disabled(cls) -> Tracing:
+        return cls("symphony", TracingConfig())
 
     def shutdown(self) -> None:
         if self._provider is not None:

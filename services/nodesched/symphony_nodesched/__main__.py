@@ -11,6 +11,7 @@ import sys
 from pydantic import ValidationError
 
 from symphony.errors import SymphonyError
+from symphony.tracing import add_tracing_flags
 from symphony_nodesched.app import NodeApp
 from symphony_nodesched.config import NodeConfig
 from symphony_nodesched.profile import profile_names
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--disk-dir", default=None, help="directory of the disk K,V tier (vllm)")
     ap.add_argument("--heartbeat-interval", type=float, default=1.0, help="status report period (s)")
     ap.add_argument("--log-level", default="info", help="debug | info | warning | error")
+    add_tracing_flags(ap)
     return ap
 
 
@@ -62,6 +64,8 @@ def parse_config(argv: list[str] | None) -> NodeConfig:
             disk_dir=args.disk_dir,
             heartbeat_interval_s=args.heartbeat_interval,
             log_level=args.log_level,
+            otlp_endpoint=args.otlp_endpoint,
+            trace_sample_ratio=args.trace_sample_ratio,
         )
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from symphony.grpcutil import CHANNEL_OPTIONS, ServerHandle, start_server
 from symphony.metrics import NodeMetrics
+from symphony.tracing import Tracing, TracingConfig
 from symphony.v1 import nodesched_pb2, nodesched_pb2_grpc, scheduler_pb2_grpc
 from symphony_nodesched import convert
 from symphony_nodesched.backends import create_backend
@@ -31,6 +32,9 @@ class NodeApp:
         self.config = config
         self.registry = CollectorRegistry()
         self.metrics = NodeMetrics(self.registry, config.node_id)
+        self.tracing = Tracing(
+            "symphony-nodesched", TracingConfig.from_env(config.otlp_endpoint, config.trace_sample_ratio)
+        )
         self.backend = backend if backend is not None else create_backend(config)
         self.fetcher = GrpcPeerFetcher(config.node_id)
         self.service: NodeService | None = None
@@ -50,7 +54,9 @@ class NodeApp:
         """Starts the backend, the servers and registration. An advertised port 0 (tests bind port 0)
         is replaced by the port the gRPC server actually got."""
         await self.backend.start()
-        service = NodeService(self.backend, self.config.node_id, self.metrics, self.fetcher)
+        service = NodeService(
+            self.backend, self.config.node_id, self.metrics, self.fetcher, tracing=self.tracing
+        )
         self.service = service
         self.grpc = await start_server(
             lambda server: nodesched_pb2_grpc.add_NodeSchedulerServicer_to_server(service, server),
@@ -92,3 +98,4 @@ class NodeApp:
         if self._channel is not None:
             await self._channel.close(None)
         await self.backend.close()
+        self.tracing.shutdown()

@@ -33,6 +33,12 @@ class NodeConfig(BaseModel):
     disk_dir: Path | None = Field(None, description="Directory of the disk K,V tier (vllm).")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Status report period until told otherwise.")
     log_level: str = Field("info", description="debug | info | warning | error.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/gRPC trace collector (None: $OTEL_EXPORTER_OTLP_ENDPOINT; '': off)."
+    )
+    trace_sample_ratio: float | None = Field(
+        None, ge=0, le=1, description="Fraction of traces sampled (None: $OTEL_TRACES_SAMPLER_ARG or 1)."
+    )
 
     @field_validator("listen", "advertise", "scheduler", "metrics_listen")
     @classmethod

@@ -14,11 +14,28 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from symphony.errors import InvalidArgument, NotFound, Unavailable
 from symphony.grpcutil import CHANNEL_OPTIONS, translate_errors, translate_stream_errors
 from symphony.limits import Limits
 from symphony.metrics import NodeMetrics
+from symphony.tracing import (
+    ATTR_CACHED_TOKENS,
+    ATTR_COMPLETION_TOKENS,
+    ATTR_ETA_S,
+    ATTR_KV_SOURCE,
+    ATTR_NODE,
+    ATTR_PROMPT_TOKENS,
+    ATTR_READY_S,
+    ATTR_REASON,
+    ATTR_RECOMPUTED_TOKENS,
+    ATTR_SESSION,
+    ATTR_TRANSFER_S,
+    ATTR_TURN,
+    Tracing,
+    extract_context,
+)
 from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
 from symphony.validation import check_session_id, check_turn
 from symphony_nodesched import convert
@@ -80,8 +97,10 @@ class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
         metrics: NodeMetrics,
         fetcher: GrpcPeerFetcher,
         limits: Limits | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.backend = backend
+        self.tracing = tracing or Tracing.disabled()
         self.node_id = node_id
         self.metrics = metrics
         self.fetcher = fetcher
@@ -120,17 +139,54 @@ class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
         turn = request.turn
         check_turn(turn, self.limits, "turn.")
         rid = turn.request_id or uuid.uuid4().hex
-        stream = self.backend.generate(convert.engine_request(turn, rid))
-        async for item in stream:
-            if isinstance(item, EngineResult):
-                self.metrics.recomputed_tokens.labels(node=self.node_id).inc(item.recomputed_tokens)
+        tracer = self.tracing.tracer
+        attributes: dict[str, str | int] = {
+            ATTR_SESSION: turn.session_id,
+            ATTR_TURN: turn.turn_index,
+            ATTR_NODE: self.node_id,
+        }
+        # Spans are started and ended explicitly: an async generator must not attach contexts.
+        span = tracer.start_span(
+            "nodesched.generate",
+            context=extract_context(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes={**attributes, ATTR_REASON: request.route_reason},
+        )
+        engine_span = tracer.start_span(
+            "engine.generate",
+            context=trace.set_span_in_context(span),
+            kind=trace.SpanKind.CLIENT,
+            attributes={**attributes, "symphony.engine": self.backend.info.kind},
+        )
+        try:
+            stream = self.backend.generate(convert.engine_request(turn, rid))
+            async for item in stream:
+                if isinstance(item, EngineResult):
+                    engine_span.end()
+                    self.metrics.recomputed_tokens.labels(node=self.node_id).inc(item.recomputed_tokens)
+                    span.set_attributes(
+                        {
+                            ATTR_PROMPT_TOKENS: item.prompt_tokens,
+                            ATTR_COMPLETION_TOKENS: item.completion_tokens,
+                            ATTR_CACHED_TOKENS: item.cached_tokens,
+                            ATTR_RECOMPUTED_TOKENS: item.recomputed_tokens,
+                            ATTR_TRANSFER_S: item.kv_load_s,
+                            "symphony.queue_s": item.queue_s,
+                        }
+                    )
+                    yield common_pb2.GenerateResponse(
+                        summary=convert.summary(turn, rid, self.node_id, request.route_reason, item)
+                    )
+                    return
                 yield common_pb2.GenerateResponse(
-                    summary=convert.summary(turn, rid, self.node_id, request.route_reason, item)
+                    delta=common_pb2.TokenDelta(text=item.text, num_tokens=item.num_tokens)
                 )
-                return
-            yield common_pb2.GenerateResponse(
-                delta=common_pb2.TokenDelta(text=item.text, num_tokens=item.num_tokens)
-            )
+        except Exception as err:
+            span.set_status(trace.StatusCode.ERROR, str(err))
+            raise
+        finally:
+            engine_span.end()  # no-op when already ended
+            span.end()
 
     @translate_errors
     async def Prepare(
@@ -149,14 +205,33 @@ class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
         if len(request.messages) > self.limits.max_messages:
             raise InvalidArgument("messages", f"more than {self.limits.max_messages} messages")
         peer = PeerRef(request.peer_node_id, request.peer_address) if request.peer_address else None
-        outcome = await self.backend.prepare(
-            request.session_id,
-            source,
-            convert.messages_from_proto(list(request.messages)),
-            peer,
-            request.eta_s,
-            self.fetcher,
-        )
+        with self.tracing.tracer.start_as_current_span(
+            "nodesched.prepare",
+            context=extract_context(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                ATTR_SESSION: request.session_id,
+                ATTR_NODE: self.node_id,
+                ATTR_ETA_S: request.eta_s,
+                ATTR_KV_SOURCE: source,
+            },
+        ) as span:
+            outcome = await self.backend.prepare(
+                request.session_id,
+                source,
+                convert.messages_from_proto(list(request.messages)),
+                peer,
+                request.eta_s,
+                self.fetcher,
+            )
+            span.set_attributes(
+                {
+                    "symphony.accepted": outcome.accepted,
+                    "symphony.kv_source_used": outcome.source,
+                    ATTR_READY_S: outcome.expected_ready_s,
+                    "symphony.kv_tokens": outcome.tokens,
+                }
+            )
         if outcome.accepted:
             self.metrics.prepares.labels(node=self.node_id, source=outcome.source).inc()
         return nodesched_pb2.PrepareResponse(

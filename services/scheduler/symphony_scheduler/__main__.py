@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from symphony.errors import SymphonyError
 from symphony.limits import Limits
+from symphony.tracing import TracingConfig, add_tracing_flags
 from symphony_scheduler.policies import default_registry
 from symphony_scheduler.server import SchedulerConfig, split_host_port, start_scheduler
 
@@ -64,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-messages", type=int, default=Limits().max_messages, help="most messages per turn")
     p.add_argument("--max-prompt-chars", type=int, default=Limits().max_prompt_chars)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_tracing_flags(p)
     return p
 
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         session_ttl_s=args.session_ttl,
         max_sessions=args.max_sessions,
         limits=Limits(max_messages=args.max_messages, max_prompt_chars=args.max_prompt_chars),
+        tracing=TracingConfig.from_env(args.otlp_endpoint, args.trace_sample_ratio),
     )
     try:
         return asyncio.run(run(config))

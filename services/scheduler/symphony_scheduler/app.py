@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from symphony.clock import Clock
 from symphony.limits import Limits
 from symphony.metrics import SchedulerMetrics
-from symphony_scheduler.commands import AdviceDecision, Command
+from symphony.tracing import Tracing
+from symphony_scheduler.commands import AdviceDecision, Command, PrepareCommand
 from symphony_scheduler.core import SchedulerCore
 from symphony_scheduler.nodes import NodeClients
 
@@ -33,6 +36,8 @@ class SchedulerApp:
         limits: Limits | None = None,
         heartbeat_interval_s: float = 1.0,
         clients: NodeClients | None = None,
+        tracing: Tracing | None = None,
+        max_traced_advisories: int = 100_000,
     ) -> None:
         self.core = core
         self.clock = clock
@@ -40,7 +45,12 @@ class SchedulerApp:
         self.metrics = metrics
         self.limits = limits or Limits()
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.clients = clients or NodeClients()
+        self.tracing = tracing or Tracing.disabled()
+        self.clients = clients or NodeClients(metrics=metrics, tracing=self.tracing)
+        # Span context of each session's pending advisory: its Prepare orders (even deferred ones)
+        # join the advisory's trace, and the turn it serves links to it. Bounded, oldest dropped.
+        self._advice_spans: OrderedDict[str, trace.SpanContext] = OrderedDict()
+        self._max_traced_advisories = max_traced_advisories
         self._expiry_task: asyncio.Task[None] | None = None
         self._deadline_moved = asyncio.Event()
 
@@ -57,10 +67,28 @@ class SchedulerApp:
         return out
 
     def dispatch(self, commands: Sequence[Command]) -> None:
-        self.clients.spawn(self.addressed(commands))
+        plain: list[Command] = []
+        for command in commands:
+            ctx = self._advice_spans.get(command.session_id) if isinstance(command, PrepareCommand) else None
+            if ctx is None:
+                plain.append(command)
+            else:
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+                self.clients.spawn(self.addressed([command]), parent)
+        self.clients.spawn(self.addressed(plain))
+
+    def advice_span(self, session_id: str) -> trace.SpanContext | None:
+        """The span context of the session's last advisory, forgotten once a turn takes it."""
+        return self._advice_spans.pop(session_id, None)
 
     def advise(self, session_id: str, eta_s: float, turn_index: int) -> AdviceDecision:
         """Records an advisory, sends the orders it yields, and wakes the timer for a deferred decision."""
+        span_ctx = trace.get_current_span().get_span_context()
+        if span_ctx.is_valid:
+            self._advice_spans[session_id] = span_ctx
+            self._advice_spans.move_to_end(session_id)
+            while len(self._advice_spans) > self._max_traced_advisories:
+                self._advice_spans.popitem(last=False)
         decision = self.core.advise(session_id, eta_s, turn_index, self.now())
         self.dispatch(decision.commands)
         self._deadline_moved.set()
@@ -99,3 +127,4 @@ class SchedulerApp:
             await asyncio.gather(self._expiry_task, return_exceptions=True)
             self._expiry_task = None
         await self.clients.close_all()
+        self.tracing.shutdown()

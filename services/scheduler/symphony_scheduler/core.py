@@ -231,6 +231,10 @@ class SchedulerCore:
         if node is not None:
             node.advised = max(0, node.advised - 1)
 
+    def _fallback(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.fallback(reason)
+
     def _count_advice(self, outcome: str) -> None:
         self.advice_outcomes[outcome] += 1
         if self.metrics is not None:
@@ -257,6 +261,9 @@ class SchedulerCore:
                 rec.active_advised = True  # used or late: the summary will tell
             else:
                 commands += self._drop_advice(rec, "unused", keep_node=placement.node_id)
+                self._fallback("advice_rerouted")
+        if rec.locations and placement.node_id not in rec.locations and placement.source != "peer":
+            self._fallback("kv_recomputed")  # the session's K,V exists elsewhere but is not moved here
         commands += self._prepare(rec, placement, 0.0)
         node = self.nodes[placement.node_id]
         node.inflight += 1

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from symphony.errors import InvalidArgument, SymphonyError, Unavailable, http_error_body
+from symphony.tracing import extract_context
 from symphony.v1 import common_pb2, scheduler_pb2
 from symphony.validation import check_advice, check_session_id, check_turn
 from symphony_scheduler.app import SchedulerApp
@@ -123,7 +124,7 @@ class FrontDoor:
         stream, include_usage = stream_flags(body)
         check_turn(turn, self.app.limits)
         shape = ResponseShape(chat, turn.model or self._model(), turn.request_id)
-        events = self.router.generate(turn)
+        events = self.router.generate(turn, extract_context(request.headers))
         if not stream:
             parts: list[str] = []
             summary = common_pb2.TurnSummary()

@@ -8,8 +8,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from symphony.grpcutil import CHANNEL_OPTIONS
+from symphony.metrics import SchedulerMetrics
+from symphony.tracing import ATTR_KV_SOURCE, ATTR_NODE, ATTR_SESSION, Tracing, inject_metadata
 from symphony.v1 import nodesched_pb2, nodesched_pb2_grpc
 from symphony_scheduler.commands import Command, PrepareCommand, ReleaseCommand
 
@@ -29,8 +33,15 @@ SOURCES = {
 class NodeClients:
     """Channels to node schedulers, cached per address and closed when a node expires."""
 
-    def __init__(self, rpc_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        rpc_timeout_s: float = 5.0,
+        metrics: SchedulerMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.rpc_timeout_s = rpc_timeout_s
+        self.metrics = metrics
+        self.tracing = tracing or Tracing.disabled()
         self._channels: dict[str, tuple[grpc.aio.Channel, NodeSchedulerAsyncStub]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -54,11 +65,24 @@ class NodeClients:
         for address in list(self._channels):
             await self.close(address)
 
-    async def execute(self, command: Command, address: str) -> None:
-        """Sends one order; a failure is logged, never raised (orders are hints, not correctness)."""
+    async def execute(self, command: Command, address: str, parent: Context | None = None) -> None:
+        """Sends one order; a failure is logged, never raised (orders are hints, not correctness).
+
+        ``parent`` is the trace context the order belongs to (an advisory's), else the current one."""
         stub = self.stub(address)
+        prepare = isinstance(command, PrepareCommand)
+        span: trace.Span = trace.INVALID_SPAN  # orders outside any trace start none of their own
+        if trace.get_current_span(parent).get_span_context().is_valid:
+            span = self.tracing.tracer.start_span(
+                "scheduler.prepare" if prepare else "scheduler.release",
+                context=parent,
+                kind=trace.SpanKind.CLIENT,
+                attributes={ATTR_SESSION: command.session_id, ATTR_NODE: command.node_id},
+            )
+        metadata = inject_metadata(context=trace.set_span_in_context(span, parent))
         try:
             if isinstance(command, PrepareCommand):
+                span.set_attribute(ATTR_KV_SOURCE, command.source)
                 await stub.Prepare(
                     nodesched_pb2.PrepareRequest(
                         session_id=command.session_id,
@@ -70,6 +94,7 @@ class NodeClients:
                         expected_tokens=command.expected_tokens,
                     ),
                     timeout=self.rpc_timeout_s,
+                    metadata=metadata,
                 )
             elif isinstance(command, ReleaseCommand):
                 await stub.Release(
@@ -77,8 +102,12 @@ class NodeClients:
                         session_id=command.session_id, prefetch_only=command.prefetch_only
                     ),
                     timeout=self.rpc_timeout_s,
+                    metadata=metadata,
                 )
         except grpc.aio.AioRpcError as err:
+            span.set_status(trace.StatusCode.ERROR, f"{err.code().name}: {err.details()}")
+            if prepare and self.metrics is not None:
+                self.metrics.fallback("prepare_failed")
             log.warning(
                 "%s of session %s on node %s failed: %s %s",
                 type(command).__name__,
@@ -87,10 +116,12 @@ class NodeClients:
                 err.code().name,
                 err.details(),
             )
+        finally:
+            span.end()
 
-    def spawn(self, commands: Iterable[tuple[Command, str]]) -> None:
+    def spawn(self, commands: Iterable[tuple[Command, str]], parent: Context | None = None) -> None:
         """Carries out orders in the background (advisories must not wait for nodes)."""
         for command, address in commands:
-            task = asyncio.create_task(self.execute(command, address))
+            task = asyncio.create_task(self.execute(command, address, parent))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -12,9 +12,25 @@ import uuid
 from collections.abc import AsyncGenerator
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from symphony.errors import InvalidArgument, ResourceExhausted, SymphonyError, Unavailable
 from symphony.tokens import prompt_token_count
+from symphony.tracing import (
+    ATTR_ATTEMPTS,
+    ATTR_CACHED_TOKENS,
+    ATTR_COMPLETION_TOKENS,
+    ATTR_NODE,
+    ATTR_POLICY,
+    ATTR_PROMPT_TOKENS,
+    ATTR_REASON,
+    ATTR_RECOMPUTED_TOKENS,
+    ATTR_SESSION,
+    ATTR_TRANSFER_S,
+    ATTR_TURN,
+    inject_metadata,
+)
 from symphony.v1 import common_pb2, nodesched_pb2
 from symphony_scheduler.app import SchedulerApp
 
@@ -49,18 +65,47 @@ class Router:
         self.max_attempts = max_attempts
 
     async def generate(
-        self, turn: common_pb2.TurnRequest
+        self, turn: common_pb2.TurnRequest, trace_context: Context | None = None
     ) -> AsyncGenerator[common_pb2.GenerateResponse, None]:
-        """Deltas, then exactly one summary (with ``route_reason`` and ``attempts`` filled in)."""
+        """Deltas, then exactly one summary (with ``route_reason`` and ``attempts`` filled in).
+
+        ``trace_context`` is the caller's (from gRPC metadata or HTTP headers); the turn's span is
+        its child and links to the span of the advisory that prepared the session, if any."""
+        advice = self.app.advice_span(turn.session_id)
+        span = self.app.tracing.tracer.start_span(
+            "scheduler.generate",
+            context=trace_context,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                ATTR_SESSION: turn.session_id,
+                ATTR_TURN: turn.turn_index,
+                ATTR_POLICY: self.app.core.policy.name,
+            },
+            links=[trace.Link(advice)] if advice is not None else None,
+        )
+        try:
+            async for resp in self._generate(turn, span):
+                yield resp
+        except SymphonyError as err:
+            span.set_status(trace.StatusCode.ERROR, err.message)
+            raise
+        finally:
+            span.end()
+
+    async def _generate(
+        self, turn: common_pb2.TurnRequest, span: trace.Span
+    ) -> AsyncGenerator[common_pb2.GenerateResponse, None]:
         app, core = self.app, self.app.core
         if not turn.request_id:
             turn.request_id = uuid.uuid4().hex
         started = app.now()
+        metadata = inject_metadata(context=trace.set_span_in_context(span))
         prompt_tokens = prompt_token_count(turn.messages)
         exclude: frozenset[str] = frozenset()
         for attempt in range(1, self.max_attempts + 1):
             decision = core.route(turn, app.now(), exclude)
             node_id = decision.node_id
+            span.set_attributes({ATTR_NODE: node_id, ATTR_REASON: decision.reason, ATTR_ATTEMPTS: attempt})
             address = core.node_address(node_id) or ""
             call: (
                 grpc.aio.UnaryStreamCall[nodesched_pb2.NodeGenerateRequest, common_pb2.GenerateResponse]
@@ -74,7 +119,8 @@ class Router:
                 for command, addr in app.addressed(decision.commands):
                     await app.clients.execute(command, addr)  # the node learns where K,V comes from first
                 call = app.clients.stub(address).Generate(
-                    nodesched_pb2.NodeGenerateRequest(turn=turn, route_reason=decision.reason)
+                    nodesched_pb2.NodeGenerateRequest(turn=turn, route_reason=decision.reason),
+                    metadata=metadata,
                 )
                 async for resp in call:
                     if resp.HasField("delta"):
@@ -93,6 +139,15 @@ class Router:
                     finished = True
                     app.dispatch(core.turn_finished(summary, turn.is_last, app.now(), answer))
                     self._observe(turn, summary, started, first_token_at)
+                    span.set_attributes(
+                        {
+                            ATTR_PROMPT_TOKENS: summary.prompt_tokens,
+                            ATTR_COMPLETION_TOKENS: summary.completion_tokens,
+                            ATTR_CACHED_TOKENS: summary.cached_tokens,
+                            ATTR_RECOMPUTED_TOKENS: summary.recomputed_tokens,
+                            ATTR_TRANSFER_S: summary.kv_load_s,
+                        }
+                    )
                     yield resp
                     return
                 cause = "stream ended without a summary"
@@ -114,6 +169,7 @@ class Router:
             app.dispatch(core.node_failed(node_id, app.now()))
             await app.clients.close(address)
             app.metrics.retries.inc()
+            app.metrics.fallback("node_failed")
             exclude = exclude | {node_id}
         app.metrics.turns.labels(outcome="error").inc()
         raise Unavailable(f"turn failed on {self.max_attempts} nodes: {', '.join(sorted(exclude))}")

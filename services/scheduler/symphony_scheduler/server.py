@@ -15,6 +15,7 @@ from symphony.clock import Clock, MonotonicClock
 from symphony.grpcutil import ServerHandle, start_server
 from symphony.limits import Limits
 from symphony.metrics import SchedulerMetrics
+from symphony.tracing import Tracing, TracingConfig
 from symphony.v1 import scheduler_pb2, scheduler_pb2_grpc
 from symphony_scheduler.app import SchedulerApp
 from symphony_scheduler.core import SchedulerCore
@@ -38,6 +39,7 @@ class SchedulerConfig:
     session_ttl_s: float = 900.0
     max_sessions: int = 1_000_000
     limits: Limits = field(default_factory=Limits)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 def split_host_port(address: str, flag: str) -> tuple[str, int]:
@@ -92,6 +94,7 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
         metrics,
         limits=config.limits,
         heartbeat_interval_s=config.heartbeat_interval_s,
+        tracing=Tracing("symphony-scheduler", config.tracing),
     )
     router = Router(app)
     service = SchedulerService(app, router)

@@ -9,9 +9,19 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.context import Context as TraceContext
 
 from symphony.errors import InvalidArgument, SymphonyError
 from symphony.grpcutil import CHANNEL_OPTIONS, translate_errors, translate_stream_errors
+from symphony.tracing import (
+    ATTR_ADVICE_REASON,
+    ATTR_ETA_S,
+    ATTR_NODE,
+    ATTR_SESSION,
+    ATTR_TURN,
+    extract_context,
+)
 from symphony.v1 import (
     common_pb2,
     receiver_pb2,
@@ -49,7 +59,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         check_turn(request, self.app.limits)
         streaming = False
         try:
-            async for resp in self.router.generate(request):
+            async for resp in self.router.generate(request, extract_context(context.invocation_metadata())):
                 streaming = True
                 yield resp
         except SymphonyError as err:
@@ -63,7 +73,18 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.AdviseRequest, context: Context
     ) -> scheduler_pb2.AdviseResponse:
         check_advice(request, self.app.limits)
-        decision = self.app.advise(request.session_id, request.eta_s, request.turn_index)
+        with self.app.tracing.tracer.start_as_current_span(
+            "scheduler.advise",
+            context=extract_context(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                ATTR_SESSION: request.session_id,
+                ATTR_TURN: request.turn_index,
+                ATTR_ETA_S: request.eta_s,
+            },
+        ) as span:
+            decision = self.app.advise(request.session_id, request.eta_s, request.turn_index)
+            span.set_attributes({ATTR_NODE: decision.node_id or "", ATTR_ADVICE_REASON: decision.reason})
         return scheduler_pb2.AdviseResponse(
             accepted=decision.reason not in NOT_ACCEPTED,
             node_id=decision.node_id or "",
@@ -77,6 +98,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if not request.session_id:
             raise InvalidArgument("session_id", "must not be empty")
         had = self.app.core.has_advice(request.session_id)
+        self.app.advice_span(request.session_id)  # its trace ends here; no turn will link to it
         self.app.dispatch(self.app.core.cancel_advice(request.session_id, self.app.now()))
         return scheduler_pb2.CancelAdviceResponse(cancelled=had)
 
@@ -90,19 +112,22 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         turn = common_pb2.TurnRequest()
         turn.CopyFrom(request.turn)
         turn.request_id = turn.request_id or uuid.uuid4().hex
-        task = asyncio.create_task(self._serve_callback(turn, request.callback_address))
+        parent = extract_context(context.invocation_metadata())
+        task = asyncio.create_task(self._serve_callback(turn, request.callback_address, parent))
         self._submits.add(task)
         task.add_done_callback(self._submits.discard)
         return scheduler_pb2.SubmitResponse(accepted=True, request_id=turn.request_id)
 
-    async def _serve_callback(self, turn: common_pb2.TurnRequest, address: str) -> None:
+    async def _serve_callback(
+        self, turn: common_pb2.TurnRequest, address: str, parent: TraceContext | None = None
+    ) -> None:
         started = self.app.now()
         post = receiver_pb2.PostResponseRequest(
             request_id=turn.request_id, session_id=turn.session_id, turn_index=turn.turn_index
         )
         parts: list[str] = []
         try:
-            async for resp in self.router.generate(turn):
+            async for resp in self.router.generate(turn, parent):
                 if resp.HasField("delta"):
                     if not parts:
                         post.first_token_s = self.app.now() - started

@@ -7,6 +7,7 @@ tokens of history) on two real vLLM engines that run Symphony's KV connector, in
                       the session from the store's disk tier to host memory, the connector loads it
   (d) peer migration  turn 2 runs on the other engine; an advisory's Prepare pulled the session's
                       K,V from the first node (export -> import, layer by layer) ahead of the turn
+  (c') for reference: as (c) without the Prepare, so the connector reads the disk tier itself
 
 Conditions are interleaved round by round so machine noise hits all four alike; figures are
 medians and ratios of one run. Turns go through the node scheduler's `vllm` backend, the code a
@@ -67,7 +68,7 @@ WORDS = [
     "conversation",
     "every",
 ]
-CONDITIONS = ("a_no_reuse", "b_prefix_cache", "c_tier_restore", "d_peer_migration")
+CONDITIONS = ("a_no_reuse", "b_prefix_cache", "c_tier_restore", "d_peer_migration", "c'_disk_no_prefetch")
 
 
 def text(rng: random.Random, words: int) -> str:
@@ -141,6 +142,9 @@ async def measure(args: argparse.Namespace) -> int:
                         await a.release(sid, prefetch_only=True)  # host -> disk only
                         out = await a.prepare(sid, "local", msgs[:-1], None, 5.0, DirectFetcher(b))
                         assert out.source == "local", out
+                    elif cond == "c'_disk_no_prefetch":
+                        await reset_prefix_cache(http, args.a)
+                        await a.release(sid, prefetch_only=True)
                     elif cond == "d_peer_migration":
                         serve = b
                         out = await b.prepare(
@@ -159,7 +163,7 @@ async def measure(args: argparse.Namespace) -> int:
                         same_answer += int(again == answer2 and res2.cached_tokens == 0)
                 print(
                     f"round {rnd + 1}/{args.sessions}: "
-                    + "  ".join(f"{c[0]}={ttft[c][-1] * 1000:.0f}ms" for c in CONDITIONS),
+                    + "  ".join(f"{c.split('_')[0]}={ttft[c][-1] * 1000:.0f}ms" for c in CONDITIONS),
                     flush=True,
                 )
     finally:
@@ -172,8 +176,9 @@ async def measure(args: argparse.Namespace) -> int:
     )
     for c in CONDITIONS:
         tiers = cached[c][len(cached[c]) // 2]
+        label, name = c.split("_", 1)
         print(
-            f"  ({c[0]}) {c[2:]:<16} {med[c] * 1000:8.1f} ms   cached by tier (a typical turn): {tiers or 'none'}"
+            f"  ({label}) {name:<18} {med[c] * 1000:8.1f} ms   cached by tier (a typical turn): {tiers or 'none'}"
         )
     ratios = {
         "a/b": med["a_no_reuse"] / med["b_prefix_cache"],
@@ -190,6 +195,8 @@ async def measure(args: argparse.Namespace) -> int:
     problems = []
     if any(c.get("host", 0) + c.get("disk", 0) == 0 for c in cached["c_tier_restore"]):
         problems.append("(c) a turn found nothing restored from the host/disk tier")
+    if any(c.get("disk", 0) == 0 for c in cached["c'_disk_no_prefetch"]):
+        problems.append("(c') a turn found nothing restored from the disk tier")
     if any(c.get("peer", 0) == 0 for c in cached["d_peer_migration"]):
         problems.append("(d) a turn found nothing of the migrated K,V")
     if any(c for c in cached["a_no_reuse"]):

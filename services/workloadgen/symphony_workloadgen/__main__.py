@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from symphony.tracing import Tracing, TracingConfig, add_tracing_flags
 from symphony_workloadgen.clients.base import Target, TargetError
 from symphony_workloadgen.dataset import DatasetError, Distribution, SyntheticSpec, load
 from symphony_workloadgen.metrics import Slo, summarize
@@ -252,10 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress-interval", type=_positive(float), default=1.0, help="seconds (default: 1)")
     g.add_argument("--quiet", action="store_true", help="no progress line")
     g.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_tracing_flags(p)
     return p
 
 
-def make_target(args: argparse.Namespace) -> Target:
+def make_target(args: argparse.Namespace, tracing: Tracing | None = None) -> Target:
     from symphony_workloadgen.clients.callback import CallbackTarget, local_address_towards
     from symphony_workloadgen.clients.openai_http import OpenAIHttpTarget
     from symphony_workloadgen.clients.symphony_grpc import SymphonyGrpcTarget
@@ -276,8 +278,11 @@ def make_target(args: argparse.Namespace) -> Target:
             address, f"0.0.0.0:{args.receiver_port}", f"{host}:{args.receiver_port}", channels=args.channels
         )
         target.connect_timeout_s = args.connect_timeout
+        target.tracing = tracing or target.tracing
         return target
-    return SymphonyGrpcTarget(address, channels=args.channels, connect_timeout_s=args.connect_timeout)
+    return SymphonyGrpcTarget(
+        address, channels=args.channels, connect_timeout_s=args.connect_timeout, tracing=tracing
+    )
 
 
 def _print_progress(p: Progress) -> None:
@@ -349,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             ramp_up_s=args.ramp_up,
             max_sessions=args.max_sessions,
         )
-        target = make_target(args)
+        tracing = Tracing(
+            "symphony-workloadgen", TracingConfig.from_env(args.otlp_endpoint, args.trace_sample_ratio)
+        )
+        target = make_target(args, tracing)
     except ValueError as err:
         parser.error(str(err))
     spec = SyntheticSpec(
@@ -388,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"symphony-workloadgen: error: {err}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()  # exports the spans still queued
     summary = build_summary(args, result, dataset.as_dict())
     print(table(summary))
     if args.out is not None:

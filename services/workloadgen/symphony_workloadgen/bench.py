@@ -23,6 +23,7 @@ import numpy as np
 
 from symphony.grpcutil import start_server
 from symphony.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from symphony_workloadgen.clients.base import Clock, Delta, Done, Target, TurnCall, TurnEvent
 from symphony_workloadgen.clients.symphony_grpc import SymphonyGrpcTarget
 from symphony_workloadgen.dataset import SyntheticSpec, synthetic
 from symphony_workloadgen.runner import RunConfig, Runner
@@ -78,6 +79,27 @@ class NoopScheduler(scheduler_pb2_grpc.SchedulerServicer):
         return scheduler_pb2.ClusterState(policy="noop")
 
 
+class InProcessTarget:
+    """No sockets: answers on the next loop iteration. Isolates the runner's own cost from gRPC's."""
+
+    async def start(self) -> None:
+        return None
+
+    async def advise(self, session_id: str, eta_s: float, turn_index: int, prompt_chars: int) -> None:
+        return None
+
+    async def cancel_advice(self, session_id: str) -> None:
+        return None
+
+    async def run_turn(self, call: TurnCall, clock: Clock) -> AsyncIterator[TurnEvent]:
+        await asyncio.sleep(0)
+        yield Delta(clock(), "ok", 1)
+        yield Done(clock(), output_tokens=1)
+
+    async def close(self) -> None:
+        return None
+
+
 async def serve() -> None:
     server = await start_server(
         lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(NoopScheduler(), s),
@@ -102,12 +124,15 @@ def mean_wait_s(planner: SessionPlanner, sample: int = 2000) -> float:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "symphony_workloadgen.bench", "--serve",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert server.stdout is not None and server.stdin is not None
-    port = int((await server.stdout.readline()).decode())
+    load_before = os.getloadavg()[0]
+    server = None
+    if not args.in_process:
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "symphony_workloadgen.bench", "--serve",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert server.stdout is not None
+        port = int((await server.stdout.readline()).decode())
     dataset = synthetic(SyntheticSpec(), seed=args.seed).conversations
     mean_wait = mean_wait_s(SessionPlanner(dataset, UserModel(), seed=args.seed))
     scale = args.time_scale or args.rate * mean_wait / args.sessions
@@ -118,7 +143,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     warmup = ramp + cycle if args.warmup is None else args.warmup
     model = UserModel(time_scale=scale, advisories=not args.no_advisories)
     planner = SessionPlanner(dataset, model, seed=args.seed)
-    target = SymphonyGrpcTarget(f"127.0.0.1:{port}", channels=args.channels)
+    target: Target = (
+        InProcessTarget()
+        if server is None
+        else SymphonyGrpcTarget(f"127.0.0.1:{port}", channels=args.channels)
+    )
     await target.start()
     config = RunConfig(
         num_clients=args.sessions, duration_s=warmup + args.duration, warmup_s=warmup, ramp_up_s=ramp
@@ -127,12 +156,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result = await Runner(target, planner, config).run()
     finally:
         await target.close()
-        server.stdin.close()
-        await server.wait()
+        if server is not None and server.stdin is not None:
+            server.stdin.close()
+            await server.wait()
     measured = [r for r in result.records if not r.warmup]
     late = np.asarray([r.lateness for r in measured]) * 1000
     ok = [r for r in measured if r.ok]
     return {
+        "target": "in-process (no gRPC)" if server is None else "no-op scheduler over gRPC",
         "sessions": args.sessions,
         "time_scale": round(scale, 3),
         "advisories": not args.no_advisories,
@@ -151,6 +182,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_percent": round(100 * _children_cpu_s() / result.duration_s, 1),
         "errors": sorted({r.error for r in measured if r.error})[:3],
         "cpus": os.cpu_count(),
+        # Other processes compete for the same cores: lateness is only meaningful when this is low.
+        "load_average_1m": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
     }
 
 
@@ -175,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=int, default=4, help="gRPC connections to the scheduler (default: 4)")
     p.add_argument("--no-advisories", action="store_true", help="turns only")
+    p.add_argument("--in-process", action="store_true", help="no server: measure the runner alone")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = p.parse_args(argv)
     if args.serve:

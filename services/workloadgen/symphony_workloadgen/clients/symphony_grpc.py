@@ -1,4 +1,8 @@
-"""The Symphony scheduler over gRPC: ``Advise``, ``CancelAdvice`` and the streaming ``Generate``."""
+"""The Symphony scheduler over gRPC: ``Advise``, ``CancelAdvice`` and the streaming ``Generate``.
+
+With tracing on, every turn is the root span of its own trace (``workloadgen.turn``) and every
+advisory of another (``workloadgen.advise``); the W3C context rides in the calls' metadata.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,21 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
+from opentelemetry import trace
 
 from symphony.grpcutil import CHANNEL_OPTIONS, retry_after
+from symphony.tracing import (
+    ATTR_CACHED_TOKENS,
+    ATTR_COMPLETION_TOKENS,
+    ATTR_ETA_S,
+    ATTR_NODE,
+    ATTR_PROMPT_TOKENS,
+    ATTR_REASON,
+    ATTR_SESSION,
+    ATTR_TURN,
+    Tracing,
+    inject_metadata,
+)
 from symphony.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from symphony_workloadgen.clients.base import Clock, Delta, Done, TargetError, TurnCall, TurnEvent
 
@@ -60,8 +77,15 @@ class SymphonyGrpcTarget:
     """``channels`` > 1 spreads calls over several HTTP/2 connections (one connection's streams are
     served in order by one server thread; thousands of sessions need more than one)."""
 
-    def __init__(self, address: str, channels: int = 1, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        channels: int = 1,
+        connect_timeout_s: float = 10.0,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.address = address
+        self.tracing = tracing or Tracing.disabled()
         self.connect_timeout_s = connect_timeout_s
         self._n = max(1, channels)
         self._channels: list[grpc.aio.Channel] = []
@@ -92,10 +116,15 @@ class SymphonyGrpcTarget:
         req = scheduler_pb2.AdviseRequest(
             session_id=session_id, eta_s=eta_s, turn_index=turn_index, expected_prompt_chars=prompt_chars
         )
-        try:
-            await self.stub.Advise(req)
-        except grpc.aio.AioRpcError as err:
-            raise rpc_error(err) from None
+        with self.tracing.tracer.start_as_current_span(
+            "workloadgen.advise",
+            kind=trace.SpanKind.CLIENT,
+            attributes={ATTR_SESSION: session_id, ATTR_TURN: turn_index, ATTR_ETA_S: eta_s},
+        ):
+            try:
+                await self.stub.Advise(req, metadata=inject_metadata())
+            except grpc.aio.AioRpcError as err:
+                raise rpc_error(err) from None
 
     async def cancel_advice(self, session_id: str) -> None:
         try:
@@ -104,7 +133,25 @@ class SymphonyGrpcTarget:
             raise rpc_error(err) from None
 
     async def run_turn(self, call: TurnCall, clock: Clock) -> AsyncIterator[TurnEvent]:
-        stream = self.stub.Generate(to_turn_request(call))
+        # Started and ended explicitly: an async generator must not attach a context across yields.
+        span = self.tracing.tracer.start_span(
+            "workloadgen.turn",
+            kind=trace.SpanKind.CLIENT,
+            attributes={ATTR_SESSION: call.session_id, ATTR_TURN: call.turn_index},
+        )
+        try:
+            async for event in self._run_turn(call, clock, span):
+                yield event
+        except TargetError as err:
+            span.set_status(trace.StatusCode.ERROR, str(err))
+            raise
+        finally:
+            span.end()
+
+    async def _run_turn(self, call: TurnCall, clock: Clock, span: trace.Span) -> AsyncIterator[TurnEvent]:
+        stream = self.stub.Generate(
+            to_turn_request(call), metadata=inject_metadata(context=trace.set_span_in_context(span))
+        )
         summary: common_pb2.TurnSummary | None = None
         try:
             async for resp in stream:
@@ -121,6 +168,15 @@ class SymphonyGrpcTarget:
             raise
         if summary is None:
             raise TargetError("PROTOCOL", "the Generate stream ended without a summary")
+        span.set_attributes(
+            {
+                ATTR_NODE: summary.node_id,
+                ATTR_REASON: summary.route_reason,
+                ATTR_PROMPT_TOKENS: summary.prompt_tokens,
+                ATTR_COMPLETION_TOKENS: summary.completion_tokens,
+                ATTR_CACHED_TOKENS: summary.cached_tokens,
+            }
+        )
         yield summary_done(clock(), summary)
 
     async def close(self) -> None:

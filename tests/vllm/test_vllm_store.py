@@ -141,3 +141,21 @@ def test_the_footprint_per_token_is_learnt_from_a_block(tmp_path: Path) -> None:
     assert s.kv_bytes_per_token() == 0
     fill(s, ["a"], size=64)
     assert s.kv_bytes_per_token() == 64 * LAYERS // 4
+
+
+def test_the_pure_modules_import_without_torch_or_vllm() -> None:
+    """The node scheduler's image and the dev venv use them without vLLM's dependencies."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, symphony_vllm, symphony_vllm.control;"
+        "bad = [m for m in ('torch', 'vllm') if m in sys.modules];"
+        "missing = [n for n in symphony_vllm.__all__ if not hasattr(symphony_vllm, n)];"
+        "sys.exit(f'imported {bad}, missing {missing}' if bad or missing else 0)"
+    )
+    pkg = str(Path(__file__).resolve().parents[2] / "vllm")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": pkg}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -109,6 +109,10 @@ class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
         for src, dst in TRANSFER_ROUTES:  # exported at 0 before the first transfer
             metrics.transfers.labels(src=src, dst=dst)
             metrics.transfer_bytes.labels(src=src, dst=dst)
+            metrics.transfer_seconds.labels(src=src, dst=dst)
+        for source in ("local", "peer", "recompute"):
+            metrics.prepares.labels(node=node_id, source=source)
+        metrics.recomputed_tokens.labels(node=node_id)
         if isinstance(backend, TransferReporting):
             backend.add_transfer_listener(self._on_transfer)
         self.refresh_metrics()

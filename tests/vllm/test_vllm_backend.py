@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,22 @@ async def test_prepare_from_a_peer_migrates_the_session(node: Node, tmp_path: Pa
         assert res.cached_by_tier == {"peer": 12}
     finally:
         await peer.stop()
+
+
+async def test_large_sessions_are_exported_in_frames_under_the_message_limit(tmp_path: Path) -> None:
+    node = Node(tmp_path / "big")
+    backend = await node.start()
+    backend.settings = replace(backend.settings, export_frame_bytes=40)  # 2 blocks (16 B) per frame
+    try:
+        await run(backend, turn("s5"))  # 3 blocks x 2 layers
+        pieces = [p async for p in backend.export_kv("s5")]
+        assert [(p.layer_start, p.tokens) for p in pieces] == [(0, 12), (0, 12), (1, 12), (1, 12)]
+        other = TierStore(tmp_path / "dst", num_layers=2, block_size=4)
+        for p in pieces:
+            other.import_layer(p.payload)
+        assert other.session_keys("s5") == node.store.session_keys("s5")
+    finally:
+        await node.stop()
 
 
 async def test_a_peer_without_the_session_falls_back_to_a_warm_up(node: Node, tmp_path: Path) -> None:

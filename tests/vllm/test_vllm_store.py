@@ -118,6 +118,19 @@ def test_export_and_import_move_a_session_between_nodes(tmp_path: Path) -> None:
     assert dst.session_info("s1").tokens == 8
 
 
+def test_a_layer_can_be_exported_in_chunks_that_import_in_any_order(tmp_path: Path) -> None:
+    src, dst = make(tmp_path / "a"), make(tmp_path / "b")
+    fill(src, ["a", "b", "c"])
+    src.record_session("s1", ["a", "b", "c"])
+    frames = [src.export_layer("s1", layer, first, 2) for layer in range(LAYERS) for first in (2, 0)]
+    for i, frame in enumerate(frames):
+        dst.import_layer(frame)
+        if i < len(frames) - 1:
+            assert dst.held_prefix(["a", "b", "c"]) < 3
+    assert dst.session_keys("s1") == ["a", "b", "c"]
+    assert dst.get_layer("c", 1) == src.get_layer("c", 1)
+
+
 def test_import_rejects_another_geometry_and_garbage(tmp_path: Path) -> None:
     src = TierStore(tmp_path / "a", num_layers=LAYERS, block_size=16)
     fill(src, ["a"])

@@ -8,7 +8,8 @@ to vLLM's image). JSON everywhere except the K,V bodies (application/octet-strea
     POST   /v1/sessions/{id}/prefetch              disk -> host memory, ahead of the session's turn
     POST   /v1/sessions/{id}/demote                drop the host-memory copy (disk keeps one)
     DELETE /v1/sessions/{id}                       forget the session, free unshared blocks
-    GET    /v1/sessions/{id}/layers/{layer}        export one layer (for a peer node)
+    GET    /v1/sessions/{id}/layers/{layer}        export one layer (for a peer node);
+                                                   ?first=I&count=N: blocks I..I+N-1 only
     PUT    /v1/sessions/{id}/layers/{layer}        import one layer exported by a peer
     GET    /v1/requests/{tag}                      K,V the connector loaded for one request
 
@@ -23,7 +24,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from symphony_vllm.store import SessionInfo, TierStore
 
@@ -97,7 +98,8 @@ def _make_handler(store: TierStore) -> type[BaseHTTPRequestHandler]:
             self._json(status, {"error": {"message": message, "code": status}})
 
         def _route(self, method: str) -> None:
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
+            params = {k: v[-1] for k, v in parse_qs(query).items()}
             try:
                 if method == "GET" and path == "/v1/info":
                     return self._json(HTTPStatus.OK, _info(store))
@@ -123,9 +125,10 @@ def _make_handler(store: TierStore) -> type[BaseHTTPRequestHandler]:
                     got_sid, _ = store.import_layer(payload, session_id=sid, expected_layer=int(layer))
                     return self._json(HTTPStatus.OK, session_json(store.session_info(got_sid)))
                 if method == "GET" and layer is not None:
-                    return self._send(
-                        HTTPStatus.OK, store.export_layer(sid, int(layer)), "application/octet-stream"
-                    )
+                    first = int(params.get("first", "0"))
+                    count = int(params["count"]) if "count" in params else None
+                    body = store.export_layer(sid, int(layer), first, count)
+                    return self._send(HTTPStatus.OK, body, "application/octet-stream")
                 if method == "GET" and action is None:
                     return self._json(HTTPStatus.OK, session_json(store.session_info(sid)))
                 if method == "POST" and action == "prefetch":

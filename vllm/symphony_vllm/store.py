@@ -330,18 +330,25 @@ class TierStore:
             )
 
     # ---- peer migration -----------------------------------------------------------------------
-    def export_layer(self, session_id: str, layer: int) -> bytes:
-        """One layer of every block of a session, self-describing, for a peer's :meth:`import_layer`.
+    def export_layer(self, session_id: str, layer: int, first: int = 0, count: int | None = None) -> bytes:
+        """One layer of ``count`` blocks of a session from block ``first`` (default: all), as a
+        self-describing frame for a peer's :meth:`import_layer`. Chunking keeps a frame under the
+        transport's message limit (one layer of a 32K-token Llama-8B session is 128 MiB).
 
-        Frame: magic, u32 header length, JSON header {session_id, layer, keys, block_size,
-        num_layers, sizes}, then the blocks' bytes in key order."""
+        Frame: magic, u32 header length, JSON header {session_id, layer, keys (the whole chain),
+        first, block_size, num_layers, sizes (of the blocks in this frame)}, then those blocks' bytes."""
         keys = self.session_keys(session_id)
-        parts = [self.get_layer(k, layer) for k in keys]
+        if first < 0 or (count is not None and count <= 0):
+            raise ValueError("first must be >= 0 and count > 0")
+        self._check_layer(layer)
+        chunk = keys[first : None if count is None else first + count]
+        parts = [self.get_layer(k, layer) for k in chunk]
         header = json.dumps(
             {
                 "session_id": session_id,
                 "layer": layer,
                 "keys": keys,
+                "first": first,
                 "block_size": self.block_size,
                 "num_layers": self.num_layers,
                 "sizes": [len(p) for p in parts],
@@ -370,17 +377,19 @@ class TierStore:
                 f" this store has block_size={self.block_size} num_layers={self.num_layers}"
             )
         sizes = header["sizes"]
-        keys = header["keys"]
-        if len(sizes) != len(keys) or off + sum(sizes) != len(payload):
+        keys = [str(k) for k in header["keys"]]
+        first = int(header.get("first", 0))
+        chunk = keys[first : first + len(sizes)]
+        if len(chunk) != len(sizes) or off + sum(sizes) != len(payload):
             raise ValueError("export body does not match its header")
         layer = int(header["layer"])
         self._check_layer(layer)
         if expected_layer is not None and layer != expected_layer:
             raise ValueError(f"body holds layer {layer}, expected layer {expected_layer}")
         with self._lock:
-            for key, size in zip(keys, sizes, strict=True):
-                self.put_layer(str(key), layer, payload[off : off + size])
+            for key, size in zip(chunk, sizes, strict=True):
+                self.put_layer(key, layer, payload[off : off + size])
                 off += size
             sid = session_id or str(header["session_id"])
-            self.record_session(sid, [str(k) for k in keys])
+            self.record_session(sid, keys)
         return sid, layer

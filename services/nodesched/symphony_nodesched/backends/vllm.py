@@ -64,6 +64,7 @@ class VllmSettings:
     poll_interval_s: float = 1.0
     startup_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
+    export_frame_bytes: int = 8 << 20  # K,V bytes per FetchKv message (gRPC allows 64 MiB here)
 
 
 class VllmNodeConfig(Protocol):
@@ -148,7 +149,6 @@ class VllmBackend:
         self._http: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         self._model = settings.model or ""
-        self._num_layers = 0
         self._metrics = SidecarMetrics()
         self._store_info: dict[str, Any] = {}
         self._sessions: list[dict[str, Any]] = []
@@ -275,7 +275,6 @@ class VllmBackend:
         if self._control is not None:
             self._store_info = await self._get_json(f"{self._control}/v1/info")
             self._sessions = list((await self._get_json(f"{self._control}/v1/sessions")).get("sessions", []))
-            self._num_layers = int(self._store_info.get("num_layers", 0))
         self.info = replace(
             self.info,
             model=self._model,
@@ -505,21 +504,27 @@ class VllmBackend:
         return int(doc.get("bytes_freed", 0)) if doc else 0
 
     async def export_kv(self, session_id: str) -> AsyncIterator[KvPiece]:
+        """Layer by layer (lower layers first, so the importer can start using them), each layer cut
+        into frames of at most ``export_frame_bytes`` so no gRPC message exceeds its limit."""
         sid = quote(session_id, safe="")
         doc = await self._control_call("GET", f"/v1/sessions/{sid}")
         if doc is None or not int(doc.get("tokens", 0)):
             raise NotFound(f"this node holds no K,V for session {session_id!r}")
-        if not self._num_layers:
-            self._num_layers = int((await self._get_json(f"{self._control}/v1/info"))["num_layers"])
-        tokens = int(doc["tokens"])
-        for layer in range(self._num_layers):
-            status, body = await self._request(
-                "GET", f"{self._control}/v1/sessions/{sid}/layers/{layer}", "a K,V export"
-            )
-            if status == 404:
-                raise NotFound(f"session {session_id!r} was evicted during its export")
-            if status != 200:
-                raise error_from_http(status, body.decode(errors="replace"), "a K,V export")
-            yield KvPiece(
-                layer_start=layer, layer_end=layer + 1, tokens=tokens, nbytes=len(body), payload=body
-            )
+        info = await self._get_json(f"{self._control}/v1/info")
+        layers, block_size = int(info["num_layers"]), int(info["block_size"])
+        block_layer_bytes = int(info.get("kv_bytes_per_token", 0)) * block_size // max(1, layers)
+        blocks, tokens = int(doc["blocks"]), int(doc["tokens"])
+        per_frame = (
+            max(1, self.settings.export_frame_bytes // block_layer_bytes) if block_layer_bytes else blocks
+        )
+        for layer in range(layers):
+            for first in range(0, blocks, per_frame):
+                url = f"{self._control}/v1/sessions/{sid}/layers/{layer}?first={first}&count={per_frame}"
+                status, body = await self._request("GET", url, "a K,V export")
+                if status == 404:
+                    raise NotFound(f"session {session_id!r} was evicted during its export")
+                if status != 200:
+                    raise error_from_http(status, body.decode(errors="replace"), "a K,V export")
+                yield KvPiece(
+                    layer_start=layer, layer_end=layer + 1, tokens=tokens, nbytes=len(body), payload=body
+                )

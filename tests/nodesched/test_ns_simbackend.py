@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from symphony.clock import MonotonicClock
-from symphony.errors import InvalidArgument, NotFound
+from symphony.errors import InvalidArgument, NotFound, Unavailable
 from symphony_nodesched.backends import create_backend
 from symphony_nodesched.backends.sim import SimBackend
 from symphony_nodesched.config import NodeConfig
@@ -105,3 +105,14 @@ def test_registry_builds_the_sim_backend_and_rejects_unknown_engines() -> None:
     assert backend.info.profile == "cpu-tiny/test"
     with pytest.raises(InvalidArgument, match="unknown engine"):
         create_backend(NodeConfig(node_id="n", engine="tpu"))
+
+
+async def test_closing_ends_open_streams_with_unavailable() -> None:
+    backend = SimBackend(TINY, "n", MonotonicClock())
+    await backend.start()
+    stream = backend.generate(EngineRequest("r", "s", 0, MSGS, 10_000, ignore_eos=True))
+    assert isinstance(await anext(stream), TokenEvent)
+    await backend.close()
+    with pytest.raises(Unavailable, match="shutting down"):
+        async for _ in stream:
+            pass

@@ -88,6 +88,10 @@ class NodeApp:
     async def stop(self) -> None:
         self._stop.set()
         if self._reg_task is not None:
+            # The loop notices the stop event at once; an RPC in flight is cut short after a second.
+            _, pending = await asyncio.wait({self._reg_task}, timeout=1.0)
+            for task in pending:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reg_task
         if self.grpc is not None:

@@ -43,34 +43,40 @@ class SimBackend:
         self.node = SimNode(profile, node_id)
         self.clock = clock
         self.info: EngineInfo = self.node.info
-        self._streams: dict[str, asyncio.Queue[NodeEvent]] = {}
+        self._streams: dict[str, asyncio.Queue[NodeEvent | None]] = {}  # None: the backend closed
         self._listeners: list[Callable[[TransferRecord], None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._ids = itertools.count()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sim-engine")
 
     async def close(self) -> None:
+        # Cooperative stop: cancelling a task inside wait_for can be swallowed on Python 3.11 when
+        # the awaited event fires at the same moment, which would leave the loop running.
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
+        for queue in self._streams.values():
+            queue.put_nowait(None)
 
     def add_transfer_listener(self, listener: Callable[[TransferRecord], None]) -> None:
         self._listeners.append(listener)
 
     # ---- the clock loop -------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             self._wake.clear()
             self._sync()
             t = self.node.next_event_time()
             timeout = None if t is None else max(0.0, self.clock.wall_seconds(t - self.clock.now()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def _sync(self) -> float:
         """Brings the node up to the present and delivers what happened; returns now."""
@@ -87,14 +93,14 @@ class SimBackend:
         return now
 
     def _check_running(self) -> None:
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._closing:
             raise Unavailable("the engine is not running")
 
     # ---- EngineBackend --------------------------------------------------------------------------
     async def generate(self, request: EngineRequest) -> AsyncGenerator[TokenEvent | EngineResult, None]:
         self._check_running()
         rid = request.request_id or f"sim-{next(self._ids)}"
-        queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
+        queue: asyncio.Queue[NodeEvent | None] = asyncio.Queue()
         now = self._sync()
         self.node.submit(request if request.request_id else _with_id(request, rid), now)
         self._streams[rid] = queue
@@ -103,6 +109,8 @@ class SimBackend:
         try:
             while True:
                 ev = await queue.get()
+                if ev is None:
+                    raise Unavailable("the node is shutting down", retry_after_s=0.0)
                 if isinstance(ev, FirstToken | Tokens):
                     yield TokenEvent(ev.text, ev.num_tokens)
                 elif isinstance(ev, Finished):

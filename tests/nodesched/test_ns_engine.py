@@ -158,6 +158,8 @@ def test_preemption_when_blocks_run_out_and_everyone_still_finishes() -> None:
 
 def test_turn_too_long_for_the_model_is_refused() -> None:
     node = SimNode(tiny(max_model_len=1000), "n")
-    with pytest.raises(InvalidArgument, match="over the model's 1000"):
-        node.submit(EngineRequest("r", "s", 0, user(4 * 990), 50), 0.0)
+    with pytest.raises(InvalidArgument, match=r"max_tokens: .* over the model's context of 1000"):
+        node.submit(EngineRequest("r", "s", 0, user(4 * 900), 200), 0.0)
+    with pytest.raises(InvalidArgument, match="messages: prompt of 1008 tokens"):
+        node.submit(EngineRequest("r", "s", 0, user(4 * 1000), 1), 0.0)
     assert node.engine.requests == {}

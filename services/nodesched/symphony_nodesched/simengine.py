@@ -97,6 +97,13 @@ class SimEngine:
             raise InvalidArgument("request_id", f"{req.request_id!r} is already running on this node")
         ids = prompt_token_ids(req.messages)
         chunks, reason = planned_output(req)
+        if len(ids) + req.max_tokens > self.p.max_model_len:  # vLLM checks the request, not the answer
+            field_name = "messages" if len(ids) >= self.p.max_model_len else "max_tokens"
+            raise InvalidArgument(
+                field_name,
+                f"prompt of {len(ids)} tokens plus max_tokens {req.max_tokens} is over the model's "
+                f"context of {self.p.max_model_len} tokens",
+            )
         self._check_fits(len(ids) + len(chunks), "messages")
         r = _Request(req, now, len(ids), ids, chunks, reason)
         extend_block_hashes(r.hashes, ids, self.p.block_size)
@@ -118,7 +125,7 @@ class SimEngine:
     def _check_fits(self, tokens: int, field_name: str) -> None:
         if tokens > self.p.max_model_len:
             raise InvalidArgument(
-                field_name, f"prompt plus output is {tokens} tokens, over the model's {self.p.max_model_len}"
+                field_name, f"{tokens} tokens are over the model's context of {self.p.max_model_len} tokens"
             )
         if self.tiers.blocks(tokens) > self.p.gpu_kv_blocks:
             raise InvalidArgument(field_name, f"{tokens} tokens exceed the node's GPU K,V capacity")

@@ -117,6 +117,9 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
         await handle.stop(0)
         raise
     bound = int(runner.addresses[0][1]) if runner.addresses else http_port
-    app.start()
+    if clock is None:
+        # The expiry timer waits in wall time; a caller that brings its own clock (a test's
+        # ManualClock) drives ``app.tick()`` itself, so model time and wall time never mix.
+        app.start()
     log.info("scheduler up: policy=%s grpc=%s http=%s:%d", policy.name, handle.port, http_host, bound)
     return RunningScheduler(app, service, handle, runner, bound)

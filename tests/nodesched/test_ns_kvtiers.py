@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symphony_nodesched.events import TransferDone
-from symphony_nodesched.kvtiers import COPY, DISK, GPU, HOST, Entry, TierManager
+from symphony_nodesched.kvtiers import COPY, DISK, GPU, HOST, NO_COPY, Entry, TierManager
 from symphony_nodesched.profile import load_profile
 
 TINY = load_profile("cpu-tiny/test")  # 4 layers, 1024 GPU blocks of 16 tokens
@@ -200,3 +200,15 @@ def test_preparing_what_is_already_on_the_gpu_leaves_nothing_to_release() -> Non
     assert not a.prepared
     assert tiers.release("a", prefetch_only=True, now=0.0) == 0
     assert a.on_gpu()
+
+
+def test_without_host_and_disk_tiers_eviction_just_drops_like_plain_vllm() -> None:
+    tiers = TierManager(TINY.model_copy(update={"host_kv_bytes": 0, "disk_kv_bytes": 0}))
+    a = idle_entry(tiers, "a", 8192)
+    b = idle_entry(tiers, "b", 4096)
+    assert a.disk == NO_COPY and not tiers.advance(10.0)  # nowhere to write behind
+    c = tiers.acquire("c")
+    assert tiers.grow(c, 16384 - 4096, 10.0)
+    assert "a" not in tiers.entries and b.on_gpu()
+    assert tiers.used[HOST] == tiers.used[DISK] == 0
+    tiers.check_invariants()

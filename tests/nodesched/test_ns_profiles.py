@@ -63,3 +63,10 @@ def test_tiny_profile_is_fast() -> None:
     # A few-hundred-token turn must take milliseconds of modelled time, so live tests stay quick.
     cost = CostModel(load_profile("cpu-tiny/test"))
     assert cost.prefill_s(400) + 100 * cost.step_s([], [500]) < 0.02
+
+
+def test_a_host_tier_hit_is_several_times_faster_than_prefilling_again() -> None:
+    # CALIBRATION.md, H100: 10K tokens from the CPU tier ≈ 40 ms against ≈ 260 ms of prefill.
+    p = load_profile(validate.H100_8B)
+    host, cold = validate.host_hit_ttft_s(p, 10_000), validate.ttft_s(p, 10_000)
+    assert 5 < cold / host < 10

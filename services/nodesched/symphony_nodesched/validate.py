@@ -70,6 +70,24 @@ def itl_s(profile: Profile, context: int, tokens: int = 33) -> float:
     return (times[-1] - times[0]) / (len(times) - 1)
 
 
+def host_hit_ttft_s(profile: Profile, tokens: int) -> float:
+    """TTFT of a prompt whose K,V (all but the n-1 cap) waits in host memory.
+
+    The GPU capacity is shrunk so that one other turn pushes the session to host; capacity does not
+    enter the step-time model, so the figure is the profile's."""
+    small = profile.model_copy(update={"gpu_kv_tokens": tokens + 8192})
+    node, msgs = SimNode(small, "validate"), prompt_of(tokens)
+    node.submit(EngineRequest("r0", "s", 0, msgs, 1), 0.0)
+    now = max(e.t for e in run_all(node, 1))
+    hog = prompt_of(small.gpu_kv_tokens - 64)
+    node.submit(EngineRequest("hog", "hog", 0, hog, 1, is_last=True), now)
+    now = max(e.t for e in run_all(node, 1)) + 60.0  # let the demotion copies finish
+    node.advance(now)
+    node.submit(EngineRequest("r1", "s", 1, msgs, 1), now)
+    first = next(e for e in run_all(node, 1) if isinstance(e, FirstToken))
+    return first.t - now
+
+
 H100_8B = "h100-80gb/llama-3.1-8b"
 POINTS = [
     Point("TTFT 10K tokens", "s", 0.26, lambda p: ttft_s(p, 10_000)),
@@ -79,6 +97,15 @@ POINTS = [
     Point("512-token prefill throughput", "tok/s", 43_000, prefill_throughput),
     Point("batch-1 ITL at 1K context", "ms", 6.44 + 4.37e-5 * 1_000, lambda p: 1000 * itl_s(p, 1_000)),
     Point("batch-1 ITL at 131K context", "ms", 6.44 + 4.37e-5 * 131_000, lambda p: 1000 * itl_s(p, 131_000)),
+]
+
+
+# Reported, not gated: the model charges no per-request API overhead (CALIBRATION.md: ~5 ms) and
+# uses the 47 GB/s DMA figure where the measurement implies ~43 GB/s effective.
+INFO_POINTS = [
+    Point("CPU-tier hit TTFT 10K", "s", 0.040, lambda p: host_hit_ttft_s(p, 10_000)),
+    Point("CPU-tier hit TTFT 50K", "s", 0.160, lambda p: host_hit_ttft_s(p, 50_000)),
+    Point("CPU-tier hit TTFT 100K", "s", 0.310, lambda p: host_hit_ttft_s(p, 100_000)),
 ]
 
 
@@ -103,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{point.name:<32} {point.published:>10.4g} {point.unit:<5} {measured:>10.4g} {point.unit:<5}"
             f" {err:>+7.1%}  {'PASS' if ok else 'FAIL'}"
         )
-    print(f"{len(POINTS) - failed}/{len(POINTS)} points within ±{TOLERANCE:.0%}")
+    for point in INFO_POINTS:
+        measured = point.measure(profile)
+        print(
+            f"{point.name:<32} {point.published:>10.4g} {point.unit:<5} {measured:>10.4g} {point.unit:<5}"
+            f" {error(measured, point.published):>+7.1%}  info"
+        )
+    print(
+        f"{len(POINTS) - failed}/{len(POINTS)} gated points within ±{TOLERANCE:.0%} (info rows are not gated)"
+    )
     return 1 if failed else 0
 
 

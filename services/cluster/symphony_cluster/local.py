@@ -47,6 +47,9 @@ class StackConfig:
     workload_args: list[str] = field(default_factory=list)
     scheduler_args: list[str] = field(default_factory=list)
     node_args: list[str] = field(default_factory=list)
+    # Extra flags of one node only, by index (e.g. a 10x slower engine for a fault test); they come
+    # after ``node_args``, so a repeated flag overrides the common value.
+    node_args_by_index: dict[int, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every child (e.g. OTEL_*)
     quiet: bool = False
 
@@ -112,6 +115,7 @@ class LocalStack:
                     "--metrics-listen",
                     f"{config.host}:{metrics_port}",
                     *config.node_args,
+                    *config.node_args_by_index.get(i, []),
                 ],
                 self.logs / f"node-{i}.log",
             )
@@ -120,6 +124,7 @@ class LocalStack:
             )
         ]
         self.workload: Child | None = None
+        self._restarting = False
 
     @property
     def scheduler_address(self) -> str:
@@ -224,7 +229,7 @@ class LocalStack:
         try:
             while not wait_task.done():
                 await asyncio.wait({wait_task}, timeout=0.5)
-                if not self.scheduler.running:
+                if not self.scheduler.running and not self._restarting:
                     self.workload.send_signal(signal.SIGINT)  # the generator writes its partial report
                     await self.workload.stop(signal.SIGINT, timeout_s=15)
                     self._check_alive(starting=False)
@@ -243,6 +248,25 @@ class LocalStack:
             if not wait_task.done():
                 wait_task.cancel()
         return self.workload.proc.returncode or 0
+
+    async def restart_scheduler(self, sig: int = signal.SIGKILL) -> None:
+        """Kills the scheduler with ``sig`` and starts a fresh one on the same ports (a fault test).
+
+        Returns once the new process is started, not when it is ready: its readiness and the nodes'
+        re-registration are what a caller measures. The run under :meth:`run_workload` goes on.
+        """
+        self._restarting = True
+        try:
+            old = self.scheduler
+            old.expected_exit = True
+            old.send_signal(sig)
+            if old.proc is not None:
+                await old.proc.wait()
+            old.close_log()
+            self.scheduler = Child(old.name, old.argv, old.log_path)
+            await self.scheduler.start(self.config.env)
+        finally:
+            self._restarting = False
 
     async def stop(self) -> None:
         """Stops the generator, then the nodes, then the scheduler. Safe to call twice."""

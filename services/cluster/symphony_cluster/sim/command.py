@@ -13,6 +13,7 @@ from symphony.errors import InvalidArgument
 from symphony_cluster.sim.figures import SloTarget
 from symphony_cluster.sim.report import capacity_table, markdown_table, plot, write_json
 from symphony_cluster.sim.sweep import POLICIES, Grid, run_grid
+from symphony_cluster.sim.vcluster import TIER_CHOICES
 from symphony_nodesched.profile import Profile, load_profile
 from symphony_workloadgen.dataset import DatasetError, load
 from symphony_workloadgen.session import UserModel
@@ -93,6 +94,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--slo-norm-p50", type=float, default=0.025, help="seconds per output token (default 0.025)"
     )
+    p.add_argument(
+        "--tiers",
+        choices=TIER_CHOICES,
+        default="auto",
+        help="memory tiers of every node; auto (default): those of the system each policy stands for "
+        "(round_robin, least_loaded: gpu; sticky: gpu+host; prefix_aware, symphony: gpu+host+disk)",
+    )
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
     p.add_argument(
         "--out", type=Path, default=None, help="write results.json, results.md and latency.png here"
@@ -137,6 +145,7 @@ def build_grid(args: argparse.Namespace) -> tuple[Grid, str]:
         warmup_s=args.warmup,
         seed=args.seed,
         slo=SloTarget(args.slo_ttft_p99, args.slo_norm_p50),
+        tiers=args.tiers,
     )
     return grid, report.describe()
 

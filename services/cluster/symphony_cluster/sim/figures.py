@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from symphony_cluster.sim.vcluster import SimOutcome
+from symphony_cluster.sim.vcluster import SYSTEM_TIERS, SimOutcome
 from symphony_workloadgen.metrics import Slo, summarize
 
 
@@ -45,6 +45,7 @@ def figures(outcome: SimOutcome, slo: SloTarget) -> dict[str, Any]:
         "users": sc.users,
         "nodes": sc.nodes,
         "profile": sc.profile.name,
+        "tiers": SYSTEM_TIERS.get(sc.policy, "gpu+host+disk") if sc.tiers == "auto" else sc.tiers,
         "turns": summ["turns"]["ok"],
         "turns_per_s": summ["throughput"]["turns_per_s"],
         "ttft_p50_s": lat["ttft"]["p50"],

@@ -24,9 +24,9 @@ def _gb(n: int) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| policy | users | turns/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | norm. latency p50 / p99 (ms/token) "
+        "| policy | tiers | users | turns/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | norm. latency p50 / p99 (ms/token) "
         "| cached (gpu / host / disk / peer) | recomputed tokens | K,V moved (GB) | imbalance | SLO |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n"
     )
     lines = []
     for r in rows:
@@ -35,7 +35,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         moved = _gb(sum(r["kv_bytes_moved"].values()))
         imb = "—" if r["imbalance"] is None else f"{r['imbalance']:.2f}"
         lines.append(
-            f"| {r['policy']} | {r['users']} | {r['turns_per_s']:.2f} | {_ms(r['ttft_p50_s'])} / {_ms(r['ttft_p99_s'])} "
+            f"| {r['policy']} | {r['tiers']} | {r['users']} | {r['turns_per_s']:.2f} | {_ms(r['ttft_p50_s'])} / {_ms(r['ttft_p99_s'])} "
             f"| {_ms(r['tpot_p50_s'])} / {_ms(r['tpot_p99_s'])} | {_ms(r['norm_p50_s'])} / {_ms(r['norm_p99_s'])} "
             f"| {cached} | {r['recomputed_tokens']:,} | {moved} | {imb} | {'yes' if r['meets_slo'] else 'no'} |"
         )

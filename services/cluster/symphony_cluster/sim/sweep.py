@@ -33,6 +33,7 @@ class Grid:
     warmup_s: float = 60.0
     seed: int = 0
     slo: SloTarget = field(default_factory=SloTarget)
+    tiers: str = "auto"
 
     def scenarios(self) -> list[Scenario]:
         base = Scenario(
@@ -45,6 +46,7 @@ class Grid:
             duration_s=self.duration_s,
             warmup_s=self.warmup_s,
             seed=self.seed,
+            tiers=self.tiers,
         )
         return [replace(base, policy=p, users=u) for p in self.policies for u in self.users]
 

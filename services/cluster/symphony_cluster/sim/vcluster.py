@@ -33,6 +33,32 @@ from symphony_workloadgen.session import SessionPlan, SessionPlanner, UserModel
 
 Action = Callable[[float], None]
 
+# The memory tiers of the system each policy stands for (DESIGN.md, "Baselines are first-class"):
+# round_robin and least_loaded are a plain vLLM fleet (engine-local prefix cache on the GPU only);
+# sticky is session affinity with host-memory offload (InferCept, CachedAttention); prefix_aware
+# (llm-d's precise prefix scorer with GPU / CPU / disk tier weights) and symphony use every tier.
+SYSTEM_TIERS = {
+    "round_robin": "gpu",
+    "least_loaded": "gpu",
+    "sticky": "gpu+host",
+    "prefix_aware": "gpu+host+disk",
+    "symphony": "gpu+host+disk",
+}
+TIER_CHOICES = ("auto", "gpu", "gpu+host", "gpu+host+disk")
+
+
+def node_profile(profile: Profile, tiers: str, policy: str) -> Profile:
+    """The profile with the host and disk tiers the scenario's system has (``auto``: by policy)."""
+    chosen = SYSTEM_TIERS.get(policy, "gpu+host+disk") if tiers == "auto" else tiers
+    if chosen not in TIER_CHOICES[1:]:
+        raise ValueError(f"unknown tiers {tiers!r}; choose one of {', '.join(TIER_CHOICES)}")
+    update: dict[str, int] = {}
+    if "host" not in chosen:
+        update["host_kv_bytes"] = 0
+    if "disk" not in chosen:
+        update["disk_kv_bytes"] = 0
+    return profile.model_copy(update=update) if update else profile
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -48,6 +74,7 @@ class Scenario:
     heartbeat_s: float = 1.0
     hop_s: float = 0.0005  # one network hop (client <-> scheduler <-> node)
     lease_s: float = 5.0
+    tiers: str = "auto"  # see SYSTEM_TIERS
 
 
 @dataclass
@@ -84,7 +111,10 @@ class VirtualCluster:
         self._heap: list[tuple[float, int, Action]] = []
         self._seq = itertools.count()
         self.nodes = {
-            f"node-{i}": SimNode(scenario.profile, f"node-{i}", rng_seed=i) for i in range(scenario.nodes)
+            f"node-{i}": SimNode(
+                node_profile(scenario.profile, scenario.tiers, scenario.policy), f"node-{i}", rng_seed=i
+            )
+            for i in range(scenario.nodes)
         }
         self._node_gen = dict.fromkeys(self.nodes, 0)
         self._node_seq = itertools.count()

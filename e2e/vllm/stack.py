@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         wait_http(f"http://127.0.0.1:{http_port}/healthz", sched, 60, sched_log)
-        controls = {}
+        controls: dict[str, str] = {}
+        node_addrs: dict[str, str] = {}
         for spec in args.engine:
             name, _, urls = spec.partition("=")
             url, _, control = urls.partition(",")
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             )
             wait_http(f"http://127.0.0.1:{mport}/healthz", node, 120, node_log)
+            node_addrs[name] = f"127.0.0.1:{port}"
         wait_http(f"http://127.0.0.1:{http_port}/readyz", sched, 60, sched_log)
         before = {n: len(sessions(c)) for n, c in controls.items()}
         out = args.run_dir / "workload"
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             problems.append("no session reached a second turn")
         elif not any(t["cached_tokens"] for t in later):
             problems.append("no later turn reused K,V through the stack")
+        problems += migrate_over_grpc(node_addrs, controls)
         if wl.returncode != 0:
             problems.append(f"the workload generator exited with {wl.returncode}")
         for name, proc in procs.items():
@@ -169,6 +172,51 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def migrate_over_grpc(nodes: dict[str, str], controls: dict[str, str]) -> list[str]:
+    """The node service's own migration path with real K,V: node A warms a session up (its
+    connector stores it), node B is told to Prepare it from peer A, which streams it over FetchKv."""
+    if len(nodes) < 2:
+        return []
+    import grpc
+
+    from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
+
+    a, b = list(nodes)[:2]
+    sid = "e2e-migration"
+    text = "The quick brown fox jumps over the lazy dog while a session moves between nodes. " * 100
+    msgs = [common_pb2.ChatMessage(role="user", content=text)]
+    with grpc.insecure_channel(nodes[a]) as ch:
+        warm = nodesched_pb2_grpc.NodeSchedulerStub(ch).Prepare(
+            nodesched_pb2.PrepareRequest(
+                session_id=sid, source=nodesched_pb2.KV_SOURCE_RECOMPUTE, messages=msgs, eta_s=5.0
+            ),
+            timeout=300,
+        )
+    held = {s["session_id"]: s for s in sessions(controls[a])}.get(sid)
+    if not warm.accepted or held is None:
+        return [f"node {a} did not store the warmed-up session ({warm})"]
+    with grpc.insecure_channel(nodes[b]) as ch:
+        moved = nodesched_pb2_grpc.NodeSchedulerStub(ch).Prepare(
+            nodesched_pb2.PrepareRequest(
+                session_id=sid,
+                source=nodesched_pb2.KV_SOURCE_PEER,
+                peer_node_id=f"node-{a}",
+                peer_address=nodes[a],
+                eta_s=5.0,
+            ),
+            timeout=300,
+        )
+    got = {s["session_id"]: s for s in sessions(controls[b])}.get(sid)
+    print(
+        f"migration over FetchKv: node {a} held {held['tokens']} tokens; node {b} Prepare(peer) -> "
+        f"source {nodesched_pb2.KvSource.Name(moved.source)}, {moved.tokens} tokens, "
+        f"{moved.expected_ready_s * 1000:.0f} ms; node {b}'s store now holds {got['tokens'] if got else 0}"
+    )
+    if moved.source != nodesched_pb2.KV_SOURCE_PEER or not got or got["tokens"] != held["tokens"]:
+        return ["Prepare(peer) over the node service did not migrate the session's K,V"]
+    return []
 
 
 def reuse_report(turns_file: Path) -> list[dict[str, Any]]:
@@ -193,7 +241,7 @@ def reuse_report(turns_file: Path) -> list[dict[str, Any]]:
     return later
 
 
-def sessions(control: str) -> list[object]:
+def sessions(control: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{control}/v1/sessions", timeout=10) as r:
         return list(json.loads(r.read())["sessions"])
 

@@ -4,6 +4,7 @@ Enable it with::
 
     --kv-transfer-config '{"kv_connector": "SymphonyConnector",
         "kv_connector_module_path": "symphony_vllm.connector", "kv_role": "kv_both",
+        "kv_load_failure_policy": "recompute",
         "kv_connector_extra_config": {"store_dir": "/var/lib/symphony/kv",
             "control_listen": "127.0.0.1:8201", "host_capacity_gib": 4, "disk_capacity_gib": 64}}'
 

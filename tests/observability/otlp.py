@@ -1,10 +1,16 @@
 """An OTLP/gRPC trace receiver of the tests' own: the collector's TraceService on a loopback port,
-keeping every span it is sent so that a test can assert on whole traces."""
+keeping every span it is sent so that a test can assert on whole traces.
+
+It serves from its own threads (a synchronous gRPC server), not from the test's event loop: a
+service running in the test's process flushes its spans with a blocking export on shutdown, which
+a receiver on the same loop could never answer."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +39,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self.receiver = receiver
 
-    async def Export(
+    def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for rs in request.resource_spans:
@@ -58,8 +64,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
-        self._changed = asyncio.Event()
-        self._server: grpc.aio.Server | None = None
+        self._changed = threading.Condition()
+        self._server: grpc.Server | None = None
         self.port = 0
 
     @property
@@ -67,27 +73,30 @@ class OtlpReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def add(self, span: ReceivedSpan) -> None:
-        self.spans.append(span)
-        self._changed.set()
+        with self._changed:
+            self.spans.append(span)
+            self._changed.notify_all()
 
     async def start(self) -> None:
-        self._server = grpc.aio.server()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _TraceService(self), self._server
         )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
-        await self._server.start()
+        self._server.start()
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(None)
+            await asyncio.to_thread(self._server.stop(None).wait)
 
     async def wait_for(self, predicate: Callable[[list[ReceivedSpan]], bool], timeout_s: float) -> None:
-        """Returns once ``predicate(spans)`` holds, woken by each export (no polling)."""
+        """Returns once ``predicate(spans)`` holds, woken by each export (no polling).
+        Raises TimeoutError naming the spans received so far."""
 
-        async def wait() -> None:
-            while not predicate(self.spans):
-                self._changed.clear()
-                await self._changed.wait()
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: predicate(list(self.spans)), timeout_s)
 
-        await asyncio.wait_for(wait(), timeout_s)
+        if not await asyncio.to_thread(wait):
+            got = sorted(f"{s.service}:{s.name}" for s in self.spans)
+            raise TimeoutError(f"spans received in {timeout_s} s: {got}")

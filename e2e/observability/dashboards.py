@@ -257,13 +257,20 @@ def overview() -> dict[str, Any]:
             [(f"sum by (reason) (rate(symphony_routing_fallbacks_total{{{NS}}}{RI}))", "{{reason}}")],
             "ops",
         ),
+        Panel(
+            "Node load",
+            "Running plus waiting requests per node (scheduler view); the Nodes dashboard has the detail.",
+            [(f"max by (node) (symphony_node_load{{{NODE}}})", "{{node}}")],
+            "short",
+            width=24,
+        ),
     ]
     return render(
         "symphony-overview",
         "Symphony / Overview",
         "Throughput, turn latency (TTFT, TPOT, end-to-end) by turn index, goodput against an SLO.",
         panels,
-        variables(node=False, slo=True),
+        variables(node=True, slo=True),
     )
 
 

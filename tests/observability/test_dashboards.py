@@ -25,9 +25,7 @@ def test_the_three_dashboards_have_the_namespace_and_node_variables() -> None:
     assert set(dashboards) == {"overview.json", "kv-cache.json", "nodes.json"}
     for name, dash in dashboards.items():
         names = {v["name"] for v in dash["templating"]["list"]}
-        assert "namespace" in names, name
-        if name != "overview.json":
-            assert "node" in names, name
+        assert {"namespace", "node"} <= names, name
         assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"]), f"{name}: duplicate panel ids"
 
 

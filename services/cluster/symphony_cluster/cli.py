@@ -15,32 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from symphony.cliargs import positive
 from symphony_cluster.local import LocalStack, StackConfig, StackError
 from symphony_cluster.sessions_table import session_table
 from symphony_cluster.sim import command as simulate_command
 from symphony_cluster.sim import study
 
 log = logging.getLogger("symphony")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the scheduler, NODES node schedulers (sim engine) and a workload generator "
         "on loopback; print live progress and a per-turn latency summary; stop everything on exit or Ctrl+C.",
     )
-    run.add_argument("--nodes", type=_positive_int, default=2, help="node schedulers to start (default 2)")
+    run.add_argument("--nodes", type=positive(int), default=2, help="node schedulers to start (default 2)")
     run.add_argument(
-        "--clients", type=_positive_int, default=32, help="concurrent chat sessions (default 32)"
+        "--clients", type=positive(int), default=32, help="concurrent chat sessions (default 32)"
     )
     run.add_argument(
-        "--duration", type=_positive_float, default=60.0, help="seconds of workload (default 60)"
+        "--duration", type=positive(float), default=60.0, help="seconds of workload (default 60)"
     )
     run.add_argument(
         "--policy",
@@ -68,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--profile", default="a100-80gb/llama-3.1-8b", help="simulated engine profile")
     run.add_argument(
-        "--time-scale", type=_positive_float, default=1.0, help="run modelled engine time this much faster"
+        "--time-scale", type=positive(float), default=1.0, help="run modelled engine time this much faster"
     )
     run.add_argument("--dataset", default="synthetic", help="synthetic, sharegpt, or a ShareGPT JSON file")
     run.add_argument("--seed", type=int, default=0, help="seed of the workload (default 0)")

@@ -8,13 +8,13 @@ import asyncio
 import dataclasses
 import json
 import logging
-import math
 import signal
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
+from symphony.cliargs import non_negative, port, positive, rate
 from symphony.tracing import Tracing, TracingConfig, add_tracing_flags
 from symphony_workloadgen.clients.base import Target, TargetError
 from symphony_workloadgen.dataset import DatasetError, Distribution, SyntheticSpec, load
@@ -24,46 +24,6 @@ from symphony_workloadgen.runner import Progress, RunConfig, Runner, RunResult
 from symphony_workloadgen.session import SessionPlanner, UserModel
 
 log = logging.getLogger("symphony_workloadgen")
-
-
-def _positive(kind: type[float] | type[int]) -> Any:
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = _non_negative(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {text}")
-    return value
 
 
 def _max_tokens(text: str) -> int | None:
@@ -102,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("target")
     g.add_argument("--scheduler-ip", default="localhost", help="scheduler host (default: localhost)")
-    g.add_argument("--scheduler-port", type=_port, default=50051, help="scheduler gRPC port (default: 50051)")
+    g.add_argument("--scheduler-port", type=port, default=50051, help="scheduler gRPC port (default: 50051)")
     g.add_argument(
         "--target",
         type=_target,
@@ -122,18 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--receiver-port",
         "--reciever-port",
         dest="receiver_port",
-        type=_port,
+        type=port,
         default=50050,
         help="port of the ResponseReceiver server in callback mode (default: 50050)",
     )
     g.add_argument(
         "--connect-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=10.0,
         help="seconds to wait for the scheduler at start before giving up (default: 10)",
     )
     g.add_argument(
-        "--channels", type=_positive(int), default=2, help="gRPC connections to the scheduler (default: 2)"
+        "--channels", type=positive(int), default=2, help="gRPC connections to the scheduler (default: 2)"
     )
     g.add_argument(
         "--callback-host", default="", help="address the scheduler posts responses to (default: auto)"
@@ -141,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("workload")
     g.add_argument(
-        "--num-clients", type=_positive(int), default=256, help="sessions kept active (default: 256)"
+        "--num-clients", type=positive(int), default=256, help="sessions kept active (default: 256)"
     )
     g.add_argument(
         "--dataset",
@@ -149,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic, sharegpt, or a ShareGPT-style JSON file (default: synthetic)",
     )
     g.add_argument(
-        "--dataset-limit", type=_positive(int), default=None, help="load at most this many conversations"
+        "--dataset-limit", type=positive(int), default=None, help="load at most this many conversations"
     )
-    g.add_argument("--synthetic-conversations", type=_positive(int), default=1000, help="(default: 1000)")
+    g.add_argument("--synthetic-conversations", type=positive(int), default=1000, help="(default: 1000)")
     g.add_argument(
         "--synthetic-turns",
         type=_dist("synthetic-turns"),
@@ -171,30 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer length in characters (default: 100-400)",
     )
     g.add_argument(
-        "--max-turns-per-session", type=_positive(int), default=None, help="cut conversations to N turns"
+        "--max-turns-per-session", type=positive(int), default=None, help="cut conversations to N turns"
     )
     g.add_argument(
-        "--read-speed", type=_positive(float), default=25.0, help="reading speed, chars/s (default: 25)"
+        "--read-speed", type=positive(float), default=25.0, help="reading speed, chars/s (default: 25)"
     )
     g.add_argument(
-        "--read-speed-std", type=_non_negative, default=0.0, help="per-session std dev (default: 0)"
+        "--read-speed-std", type=non_negative, default=0.0, help="per-session std dev (default: 0)"
     )
     g.add_argument(
-        "--type-speed", type=_positive(float), default=6.0, help="typing speed, chars/s (default: 6)"
+        "--type-speed", type=positive(float), default=6.0, help="typing speed, chars/s (default: 6)"
     )
     g.add_argument(
-        "--type-speed-std", type=_non_negative, default=0.0, help="per-session std dev (default: 0)"
+        "--type-speed-std", type=non_negative, default=0.0, help="per-session std dev (default: 0)"
     )
     g.add_argument(
-        "--min-speed", type=_positive(float), default=1.0, help="floor of drawn speeds (default: 1)"
+        "--min-speed", type=positive(float), default=1.0, help="floor of drawn speeds (default: 1)"
     )
-    g.add_argument("--time-scale", type=_positive(float), default=1.0, help="divide every human wait by F")
+    g.add_argument("--time-scale", type=positive(float), default=1.0, help="divide every human wait by F")
     g.add_argument("--seed", type=int, default=0, help="makes sessions and timings reproducible (default: 0)")
     g.add_argument("--no-advisories", action="store_true", help="send no advisories (baselines)")
-    g.add_argument("--advisory-miss-rate", type=_rate, default=0.0, help="fraction of advisories not sent")
+    g.add_argument("--advisory-miss-rate", type=rate, default=0.0, help="fraction of advisories not sent")
     g.add_argument(
         "--advisory-spurious-rate",
-        type=_rate,
+        type=rate,
         default=0.0,
         help="fraction of answers followed by an advisory for a draft that is abandoned",
     )
@@ -216,41 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("run control")
-    g.add_argument("--duration", type=_positive(float), default=None, help="stop sending after SECONDS")
-    g.add_argument("--max-turns", type=_positive(int), default=None, help="stop sending after N turns")
+    g.add_argument("--duration", type=positive(float), default=None, help="stop sending after SECONDS")
+    g.add_argument("--max-turns", type=positive(int), default=None, help="stop sending after N turns")
     g.add_argument(
-        "--warmup", type=_non_negative, default=0.0, help="leave turns sent in the first SECONDS out"
+        "--warmup", type=non_negative, default=0.0, help="leave turns sent in the first SECONDS out"
     )
     g.add_argument(
         "--max-sessions",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         help="start at most N sessions, then end when they are done (default: the dataset's size "
         "when neither --duration nor --max-turns is given, else no limit)",
     )
     g.add_argument(
         "--ramp-up",
-        type=_non_negative,
+        type=non_negative,
         default=0.0,
         help="start the first sessions spread over SECONDS (default: 0)",
     )
     g.add_argument("--retries", type=int, default=3, help="retries of an UNAVAILABLE turn (default: 3)")
-    g.add_argument("--turn-timeout", type=_positive(float), default=600.0, help="seconds (default: 600)")
+    g.add_argument("--turn-timeout", type=positive(float), default=600.0, help="seconds (default: 600)")
     g.add_argument(
         "--drain-timeout",
-        type=_non_negative,
+        type=non_negative,
         default=30.0,
         help="on stop, seconds to let in-flight turns finish (default: 30)",
     )
-    g.add_argument("--slo-ttft", type=_positive(float), default=None, help="TTFT SLO in seconds, for goodput")
-    g.add_argument("--slo-tpot", type=_positive(float), default=None, help="TPOT SLO in seconds, for goodput")
+    g.add_argument("--slo-ttft", type=positive(float), default=None, help="TTFT SLO in seconds, for goodput")
+    g.add_argument("--slo-tpot", type=positive(float), default=None, help="TPOT SLO in seconds, for goodput")
 
     g = p.add_argument_group("output")
     g.add_argument(
         "--out", type=Path, default=None, help="directory for turns.jsonl/csv, summary.json, plots"
     )
     g.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    g.add_argument("--progress-interval", type=_positive(float), default=1.0, help="seconds (default: 1)")
+    g.add_argument("--progress-interval", type=positive(float), default=1.0, help="seconds (default: 1)")
     g.add_argument("--quiet", action="store_true", help="no progress line")
     g.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     add_tracing_flags(p)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from symphony.cliargs import non_negative, rate
 from symphony.errors import InvalidArgument
 from symphony_cluster.sim.figures import SloTarget
 from symphony_cluster.sim.report import capacity_table, markdown_table, plot, write_json
@@ -41,16 +42,6 @@ def _policy_list(text: str) -> list[str]:
     return names
 
 
-def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0 or v != v:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "simulate",
@@ -79,11 +70,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--read-speed", type=float, default=25.0, help="chars/s (default 25)")
-    p.add_argument("--read-speed-std", type=_nonneg, default=0.0)
+    p.add_argument("--read-speed-std", type=non_negative, default=0.0)
     p.add_argument("--type-speed", type=float, default=6.0, help="chars/s (default 6)")
-    p.add_argument("--type-speed-std", type=_nonneg, default=0.0)
-    p.add_argument("--advisory-miss-rate", type=_nonneg, default=0.0)
-    p.add_argument("--advisory-spurious-rate", type=_nonneg, default=0.0)
+    p.add_argument("--type-speed-std", type=non_negative, default=0.0)
+    p.add_argument("--advisory-miss-rate", type=rate, default=0.0)
+    p.add_argument("--advisory-spurious-rate", type=rate, default=0.0)
     p.add_argument(
         "--host-link-scale", type=float, default=1.0, help="multiply the profile's host-link bandwidth"
     )

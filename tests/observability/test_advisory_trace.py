@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -14,7 +15,7 @@ import grpc
 import pytest
 
 from symphony.tracing import TracingConfig
-from symphony.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from symphony_nodesched.app import NodeApp
 from symphony_nodesched.config import NodeConfig
 from symphony_scheduler.server import RunningScheduler, SchedulerConfig, start_scheduler
@@ -35,35 +36,46 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
     await r.stop()
 
 
+@dataclass
+class Services:
+    sched: RunningScheduler
+    nodes: list[NodeApp]
+
+
 @contextlib.asynccontextmanager
-async def traced_services(receiver: OtlpReceiver) -> AsyncIterator[RunningScheduler]:
-    """A scheduler and one sim node, both exporting to ``receiver``; stopping them flushes spans."""
+async def traced_services(receiver: OtlpReceiver, nodes: int = 1) -> AsyncIterator[Services]:
+    """A scheduler and sim nodes, all exporting to ``receiver``; stopping them flushes spans."""
     sched = await start_scheduler(
         SchedulerConfig(
             listen="127.0.0.1:0", http_listen="127.0.0.1:0", tracing=TracingConfig(endpoint=receiver.endpoint)
         )
     )
-    node = NodeApp(
-        NodeConfig(
-            node_id="node-a",
-            listen="127.0.0.1:0",
-            advertise="127.0.0.1:0",
-            scheduler=f"127.0.0.1:{sched.grpc_port}",
-            profile="cpu-tiny/test",
-            time_scale=20.0,
-            metrics_listen="127.0.0.1:0",
-            otlp_endpoint=receiver.endpoint,
+    apps = [
+        NodeApp(
+            NodeConfig(
+                node_id=f"node-{chr(ord('a') + i)}",
+                listen="127.0.0.1:0",
+                advertise="127.0.0.1:0",
+                scheduler=f"127.0.0.1:{sched.grpc_port}",
+                profile="cpu-tiny/test",
+                time_scale=20.0,
+                metrics_listen="127.0.0.1:0",
+                otlp_endpoint=receiver.endpoint,
+            )
         )
-    )
-    await node.start()
+        for i in range(nodes)
+    ]
     try:
+        for app in apps:
+            await app.start()
         deadline = time.monotonic() + 30
-        while "node-a" not in sched.app.core.nodes:  # registration runs in the node's own task
-            assert time.monotonic() < deadline, "the node did not register"
+        while len(sched.app.core.nodes) < nodes:  # registration runs in each node's own task
+            assert time.monotonic() < deadline, "the nodes did not register"
             await asyncio.sleep(0.05)
-        yield sched
+        yield Services(sched, apps)
     finally:
-        await node.stop()
+        for app in apps:
+            await app.stop()
         await sched.stop()
 
 
@@ -94,14 +106,14 @@ async def test_prepare_ordered_by_an_advisory_is_in_its_trace_and_linked_from_th
     receiver: OtlpReceiver,
 ) -> None:
     async with (
-        traced_services(receiver) as sched,
-        grpc.aio.insecure_channel(f"127.0.0.1:{sched.grpc_port}") as channel,
+        traced_services(receiver) as services,
+        grpc.aio.insecure_channel(f"127.0.0.1:{services.sched.grpc_port}") as channel,
     ):
         stub: SchedulerAsyncStub = scheduler_pb2_grpc.SchedulerStub(channel)
         history = [("user", "Tell me about tiered K,V caches. " * 20)]
         answer = await _generate(stub, _turn(0, history))
         # The scheduler forgets where the K,V is, so the advisory must order a warm-up on the node.
-        sched.app.core.sessions["s-1"].locations.clear()
+        services.sched.app.core.sessions["s-1"].locations.clear()
         advice = await stub.Advise(scheduler_pb2.AdviseRequest(session_id="s-1", eta_s=0.0, turn_index=1))
         assert (advice.accepted, advice.node_id) == (True, "node-a")
         await _generate(stub, _turn(1, [*history, ("assistant", answer), ("user", "And the disk tier?")]))
@@ -132,9 +144,9 @@ async def test_prepare_ordered_by_an_advisory_is_in_its_trace_and_linked_from_th
 
 async def test_the_http_front_door_continues_the_callers_trace(receiver: OtlpReceiver) -> None:
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    async with traced_services(receiver) as sched, aiohttp.ClientSession() as http:
+    async with traced_services(receiver) as services, aiohttp.ClientSession() as http:
         resp = await http.post(
-            f"http://127.0.0.1:{sched.http_port}/v1/chat/completions",
+            f"http://127.0.0.1:{services.sched.http_port}/v1/chat/completions",
             json={"model": "", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
             headers={"x-session-id": "web-1", "traceparent": f"00-{trace_id}-{parent_id}-01"},
         )
@@ -143,3 +155,34 @@ async def test_the_http_front_door_continues_the_callers_trace(receiver: OtlpRec
     served = _one(receiver.spans, "scheduler.generate")
     assert (served.trace_id, served.parent_span_id) == (trace_id, parent_id)
     assert _one(receiver.spans, "nodesched.generate").trace_id == trace_id
+
+
+async def test_a_peer_fetch_continues_the_trace_of_the_prepare_that_needs_it(receiver: OtlpReceiver) -> None:
+    async with (
+        traced_services(receiver, nodes=2) as services,
+        grpc.aio.insecure_channel(f"127.0.0.1:{services.sched.grpc_port}") as channel,
+    ):
+        await _generate(scheduler_pb2_grpc.SchedulerStub(channel), _turn(0, [("user", "hello " * 200)]))
+        summary_node = next(n for n in services.nodes if n.backend.status(True).sessions)
+        other = next(n for n in services.nodes if n is not summary_node)
+        # An operator-style order straight to the other node: pull the K,V from the holder.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.grpc_port}") as node_channel:
+            stub = nodesched_pb2_grpc.NodeSchedulerStub(node_channel)
+            trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+            await stub.Prepare(
+                nodesched_pb2.PrepareRequest(
+                    session_id="s-1",
+                    source=nodesched_pb2.KV_SOURCE_PEER,
+                    peer_node_id=summary_node.config.node_id,
+                    peer_address=f"127.0.0.1:{summary_node.grpc_port}",
+                    eta_s=5.0,
+                ),
+                metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")],
+            )
+    await receiver.wait_for(lambda spans: any(s.name == "nodesched.fetch_kv" for s in spans), timeout_s=20)
+    prepare = _one(receiver.spans, "nodesched.prepare")
+    fetch = _one(receiver.spans, "nodesched.fetch_kv")
+    assert (prepare.trace_id, prepare.parent_span_id) == (trace_id, parent_id)
+    assert (fetch.trace_id, fetch.parent_span_id) == (trace_id, prepare.span_id)
+    assert fetch.attributes["symphony.node_id"] == summary_node.config.node_id
+    assert fetch.attributes["symphony.kv_bytes"] > 0

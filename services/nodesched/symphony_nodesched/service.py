@@ -35,6 +35,7 @@ from symphony.tracing import (
     ATTR_TURN,
     Tracing,
     extract_context,
+    inject_metadata,
 )
 from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
 from symphony.validation import check_session_id, check_turn
@@ -76,7 +77,8 @@ class GrpcPeerFetcher:
         stub = nodesched_pb2_grpc.NodeSchedulerStub(channel)
         request = nodesched_pb2.FetchKvRequest(session_id=session_id, requester_node_id=self.node_id)
         try:
-            async for chunk in stub.FetchKv(request, timeout=30.0):
+            # The current trace (the Prepare that needs the K,V) continues on the peer.
+            async for chunk in stub.FetchKv(request, timeout=30.0, metadata=inject_metadata()):
                 yield KvPiece(chunk.layer_start, chunk.layer_end, chunk.tokens, chunk.nbytes, chunk.payload)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
@@ -258,20 +260,38 @@ class NodeService(nodesched_pb2_grpc.NodeSchedulerServicer):
         self, request: nodesched_pb2.FetchKvRequest, context: Context
     ) -> AsyncIterator[nodesched_pb2.KvChunk]:
         check_session_id(request.session_id, self.limits)
+        span = self.tracing.tracer.start_span(
+            "nodesched.fetch_kv",
+            context=extract_context(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                ATTR_SESSION: request.session_id,
+                ATTR_NODE: self.node_id,
+                "symphony.requester_node_id": request.requester_node_id,
+            },
+        )
         sent = 0
-        async for piece in self.backend.export_kv(request.session_id):
-            sent += piece.nbytes
-            yield nodesched_pb2.KvChunk(
-                session_id=request.session_id,
-                layer_start=piece.layer_start,
-                layer_end=piece.layer_end,
-                tokens=piece.tokens,
-                nbytes=piece.nbytes,
-                payload=piece.payload,
-            )
-        # The serving side of a peer migration; its duration is modelled from the network bandwidth.
-        seconds = sent / (self.backend.info.network_gbps * 1e9) if self.backend.info.network_gbps > 0 else 0.0
-        self.metrics.record_transfer("gpu", "peer", sent, seconds)
+        try:
+            async for piece in self.backend.export_kv(request.session_id):
+                sent += piece.nbytes
+                yield nodesched_pb2.KvChunk(
+                    session_id=request.session_id,
+                    layer_start=piece.layer_start,
+                    layer_end=piece.layer_end,
+                    tokens=piece.tokens,
+                    nbytes=piece.nbytes,
+                    payload=piece.payload,
+                )
+            # The serving side of a peer migration; its duration is modelled from the network bandwidth.
+            gbps = self.backend.info.network_gbps
+            seconds = sent / (gbps * 1e9) if gbps > 0 else 0.0
+            self.metrics.record_transfer("gpu", "peer", sent, seconds)
+            span.set_attributes({"symphony.kv_bytes": sent, ATTR_TRANSFER_S: seconds})
+        except Exception as err:
+            span.set_status(trace.StatusCode.ERROR, str(err))
+            raise
+        finally:
+            span.end()
 
     @translate_errors
     async def GetStatus(

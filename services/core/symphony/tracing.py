@@ -49,6 +49,8 @@ SPAN_NAMES = (
     "scheduler.advise",
     "scheduler.prepare",
     "nodesched.prepare",
+    "nodesched.fetch_kv",
+    "scheduler.release",
 )
 
 

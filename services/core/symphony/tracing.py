@@ -5,6 +5,14 @@ variables and passes it to its servicers (no global provider is installed, so te
 several). Export is OTLP/gRPC when an endpoint is configured and off otherwise; spans are sampled
 parent-based with a configurable ratio, so a client's decision holds for the whole turn. Context
 travels as W3C ``traceparent``/``tracestate`` metadata.
+
+The spans of one turn: ``workloadgen.turn`` (the client's root) → ``scheduler.generate`` →
+``nodesched.generate`` → ``engine.generate``. An advisory is a trace of its own
+(``workloadgen.advise`` → ``scheduler.advise`` → ``scheduler.prepare`` → ``nodesched.prepare`` →
+``nodesched.fetch_kv`` on a peer when the K,V comes from another node), because it arrives seconds
+before its turn and may never be followed by one; the ``scheduler.generate`` span of the turn it
+served carries a span *link* to it. Attribute keys are the ``ATTR_*`` constants below; session ids
+are span attributes, never metric labels.
 """
 
 from __future__ import annotations

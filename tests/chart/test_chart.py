@@ -192,6 +192,7 @@ def test_gpu_daemonset_runs_vllm_sidecar_with_gpu_limit(render: Callable[..., Re
     kv = json.loads(args["--kv-transfer-config"])
     assert kv["kv_connector"] == "SymphonyConnector"
     assert kv["kv_connector_module_path"] == "symphony_vllm.connector"
+    assert kv["kv_load_failure_policy"] == "recompute"  # evicted-before-load blocks are recomputed
     assert kv["kv_connector_extra_config"]["store_dir"] == "/var/lib/symphony/kv"
     assert kv["kv_connector_extra_config"]["control_listen"] == "127.0.0.1:8201"
     # The node scheduler drives the sidecar on localhost and shares both K,V tiers with it.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -14,13 +15,15 @@ from opentelemetry.context import Context
 from symphony.grpcutil import CHANNEL_OPTIONS
 from symphony.metrics import SchedulerMetrics
 from symphony.tracing import ATTR_KV_SOURCE, ATTR_NODE, ATTR_SESSION, Tracing, inject_metadata
-from symphony.v1 import nodesched_pb2, nodesched_pb2_grpc
+from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
 from symphony_scheduler.commands import Command, PrepareCommand, ReleaseCommand
 
 if TYPE_CHECKING:
     from symphony.v1.nodesched_pb2_grpc import NodeSchedulerAsyncStub
 
 log = logging.getLogger(__name__)
+
+GenerateCall = grpc.aio.UnaryStreamCall[nodesched_pb2.NodeGenerateRequest, common_pb2.GenerateResponse]
 
 SOURCES = {
     "auto": nodesched_pb2.KV_SOURCE_UNSPECIFIED,
@@ -44,6 +47,9 @@ class NodeClients:
         self.tracing = tracing or Tracing.disabled()
         self._channels: dict[str, tuple[grpc.aio.Channel, NodeSchedulerAsyncStub]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Generate streams open per address, so a dropped node's turns end at once (see ``close``).
+        self._streams: dict[str, set[GenerateCall]] = {}
+        self._abandoned: weakref.WeakSet[GenerateCall] = weakref.WeakSet()  # forgotten with the call
 
     def stub(self, address: str) -> NodeSchedulerAsyncStub:
         entry = self._channels.get(address)
@@ -53,7 +59,28 @@ class NodeClients:
             self._channels[address] = entry
         return entry[1]
 
+    def generate(
+        self, address: str, request: nodesched_pb2.NodeGenerateRequest, metadata: Sequence[tuple[str, str]]
+    ) -> GenerateCall:
+        """Opens a turn's stream on a node, tracked until it ends so that ``close`` can end it."""
+        call = self.stub(address).Generate(request, metadata=metadata)
+        streams = self._streams.setdefault(address, set())
+        streams.add(call)
+
+        call.add_done_callback(lambda _: streams.discard(call))
+        return call
+
+    def abandoned(self, call: GenerateCall) -> bool:
+        """True when ``call`` was cancelled because its node was dropped, not by its caller."""
+        return call in self._abandoned
+
     async def close(self, address: str) -> None:
+        """Closes a node's channel. Its open turn streams are cancelled first and marked abandoned:
+        closing a grpc.aio channel does not end calls awaited by other tasks, and a node that stopped
+        answering (a partition) would otherwise hold those turns for ever."""
+        for call in list(self._streams.pop(address, set())):
+            self._abandoned.add(call)
+            call.cancel()
         entry = self._channels.pop(address, None)
         if entry is not None:
             await entry[0].close(None)

@@ -7,6 +7,7 @@ duplicate text, so the turn fails with UNAVAILABLE naming the node and the cause
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncGenerator
@@ -118,9 +119,10 @@ class Router:
             try:
                 for command, addr in app.addressed(decision.commands):
                     await app.clients.execute(command, addr)  # the node learns where K,V comes from first
-                call = app.clients.stub(address).Generate(
+                call = app.clients.generate(
+                    address,
                     nodesched_pb2.NodeGenerateRequest(turn=turn, route_reason=decision.reason),
-                    metadata=metadata,
+                    metadata,
                 )
                 async for resp in call:
                     if resp.HasField("delta"):
@@ -157,6 +159,12 @@ class Router:
                 code = err.code()
                 if first_token_at is None and code != grpc.StatusCode.UNAVAILABLE:
                     raise _node_error(node_id, err) from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if call is None or not app.clients.abandoned(call) or (task and task.cancelling()):
+                    raise
+                cause = "the node was dropped (no status report within the lease)"  # retried like UNAVAILABLE
+                code = grpc.StatusCode.UNAVAILABLE
             finally:
                 if not finished:
                     if call is not None:

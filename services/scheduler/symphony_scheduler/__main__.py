@@ -9,6 +9,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from symphony.errors import SymphonyError
 from symphony.limits import Limits
 from symphony.tracing import TracingConfig, add_tracing_flags
@@ -64,6 +66,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-messages", type=int, default=Limits().max_messages, help="most messages per turn")
     p.add_argument("--max-prompt-chars", type=int, default=Limits().max_prompt_chars)
+    p.add_argument("--max-tokens", type=int, default=Limits().max_tokens, help="largest max_tokens of a turn")
+    p.add_argument("--max-eta", type=positive, default=Limits().max_eta_s, help="largest advisory ETA (s)")
+    p.add_argument(
+        "--max-message-bytes", type=int, default=Limits().max_grpc_message_bytes, help="gRPC receive limit"
+    )
+    p.add_argument(
+        "--max-sessions-per-client", type=int, default=0, help="open sessions per client (0: no limit)"
+    )
+    p.add_argument(
+        "--max-advisories-per-s", type=float, default=0.0, help="advisories/s per client (0: no limit)"
+    )
+    p.add_argument("--advisory-burst", type=int, default=0, help="advisory burst per client (0: 1 s worth)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_tracing_flags(p)
     return p
@@ -90,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.max_messages <= 0 or args.max_prompt_chars <= 0 or args.max_sessions <= 0:
         parser().error("--max-messages, --max-prompt-chars and --max-sessions must be > 0")
+    try:
+        limits = Limits(
+            max_messages=args.max_messages,
+            max_prompt_chars=args.max_prompt_chars,
+            max_tokens=args.max_tokens,
+            max_eta_s=args.max_eta,
+            max_grpc_message_bytes=args.max_message_bytes,
+            max_sessions_per_client=args.max_sessions_per_client,
+            max_advisories_per_s=args.max_advisories_per_s,
+            advisory_burst=args.advisory_burst,
+        )
+    except ValidationError as err:
+        parser().error("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in err.errors()))
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     config = SchedulerConfig(
         listen=args.listen,
@@ -99,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_s=args.lease,
         session_ttl_s=args.session_ttl,
         max_sessions=args.max_sessions,
-        limits=Limits(max_messages=args.max_messages, max_prompt_chars=args.max_prompt_chars),
+        limits=limits,
         tracing=TracingConfig.from_env(args.otlp_endpoint, args.trace_sample_ratio),
     )
     try:

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from symphony.clock import Clock
-from symphony.limits import Limits
+from symphony.limits import AdvisoryRate, Limits, SessionQuota
 from symphony.metrics import SchedulerMetrics
 from symphony.tracing import Tracing
 from symphony_scheduler.commands import AdviceDecision, Command, PrepareCommand
@@ -44,6 +44,8 @@ class SchedulerApp:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits or Limits()
+        self.advisory_rate = AdvisoryRate(self.limits)
+        self.session_quota = SessionQuota(self.limits, idle_s=core.session_ttl_s)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.tracing = tracing or Tracing.disabled()
         self.clients = clients or NodeClients(metrics=metrics, tracing=self.tracing)
@@ -56,6 +58,14 @@ class SchedulerApp:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def admit_turn(self, client: str, session_id: str) -> None:
+        """The per-client session limit (raises ResourceExhausted); call after validation."""
+        self.session_quota.admit(client, session_id, self.now())
+
+    def admit_advice(self, client: str) -> None:
+        """The per-client advisory rate limit (raises ResourceExhausted)."""
+        self.advisory_rate.admit(client, self.now())
 
     def addressed(self, commands: Sequence[Command]) -> list[tuple[Command, str]]:
         """Pairs orders with their node's address, skipping nodes that are gone."""

@@ -51,6 +51,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except SymphonyError as err:
         return error_response(err)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        # aiohttp's own refusals (413 body too large, 404, 405) get the same JSON error body.
+        return web.json_response(http_error_body(err.status, err.reason), status=err.status)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -72,13 +77,20 @@ async def _next(
         return None
 
 
+def http_client(request: web.Request) -> str:
+    """Who is calling, for per-client limits: the peer's address."""
+    return request.remote or "unknown"
+
+
 class FrontDoor:
     def __init__(self, app: SchedulerApp, router: Router) -> None:
         self.app = app
         self.router = router
 
     def build(self) -> web.Application:
-        web_app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024 * 1024)
+        web_app = web.Application(
+            middlewares=[errors_middleware], client_max_size=self.app.limits.max_grpc_message_bytes
+        )
         web_app.add_routes(
             [
                 web.post("/v1/chat/completions", self.chat_completions),
@@ -123,6 +135,7 @@ class FrontDoor:
     ) -> web.StreamResponse:
         stream, include_usage = stream_flags(body)
         check_turn(turn, self.app.limits)
+        self.app.admit_turn(http_client(request), turn.session_id)
         shape = ResponseShape(chat, turn.model or self._model(), turn.request_id)
         events = self.router.generate(turn, extract_context(request.headers))
         if not stream:
@@ -203,6 +216,7 @@ class FrontDoor:
             expected_prompt_chars=chars,
         )
         check_advice(req, self.app.limits)
+        self.app.admit_advice(http_client(request))
         decision = self.app.advise(req.session_id, req.eta_s, req.turn_index)
         return web.json_response(
             {

@@ -140,6 +140,8 @@ class Router:
                     answer = "".join(parts)
                     finished = True
                     app.dispatch(core.turn_finished(summary, turn.is_last, app.now(), answer))
+                    if turn.is_last:
+                        app.session_quota.close(turn.session_id)
                     self._observe(turn, summary, started, first_token_at)
                     span.set_attributes(
                         {

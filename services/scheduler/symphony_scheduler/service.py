@@ -45,6 +45,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 NOT_ACCEPTED = frozenset({"no_nodes", "policy_ignores_advisories"})
 
 
+def grpc_client(context: Context) -> str:
+    """Who is calling, for per-client limits: the peer's host (a port changes per connection)."""
+    peer = context.peer() or "unknown"
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rpartition(":")[0].strip("[]") or rest
+    return peer
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, app: SchedulerApp, router: Router) -> None:
         self.app = app
@@ -57,6 +66,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: common_pb2.TurnRequest, context: Context
     ) -> AsyncIterator[common_pb2.GenerateResponse]:
         check_turn(request, self.app.limits)
+        self.app.admit_turn(grpc_client(context), request.session_id)
         streaming = False
         try:
             async for resp in self.router.generate(request, extract_context(context.invocation_metadata())):
@@ -73,6 +83,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.AdviseRequest, context: Context
     ) -> scheduler_pb2.AdviseResponse:
         check_advice(request, self.app.limits)
+        self.app.admit_advice(grpc_client(context))
         with self.app.tracing.tracer.start_as_current_span(
             "scheduler.advise",
             context=extract_context(context.invocation_metadata()),
@@ -107,6 +118,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.SubmitRequest, context: Context
     ) -> scheduler_pb2.SubmitResponse:
         check_turn(request.turn, self.app.limits, prefix="turn.")
+        self.app.admit_turn(grpc_client(context), request.turn.session_id)
         if not request.callback_address or ":" not in request.callback_address:
             raise InvalidArgument("callback_address", "must be host:port of a ResponseReceiver")
         turn = common_pb2.TurnRequest()

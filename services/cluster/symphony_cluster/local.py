@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from symphony.security import Channels, TlsConfig
 from symphony.v1 import scheduler_pb2, scheduler_pb2_grpc
 from symphony_cluster.ports import free_ports
 from symphony_cluster.process import Child, describe_exit
@@ -50,7 +51,13 @@ class StackConfig:
     # Extra flags of one node only, by index (e.g. a 10x slower engine for a fault test); they come
     # after ``node_args``, so a repeated flag overrides the common value.
     node_args_by_index: dict[int, list[str]] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)  # extra environment of every child (e.g. OTEL_*)
+    # TLS of every child (and of the launcher's own channel): the same certificate, key and CA for
+    # all, so scheduler <-> nodes <-> generator is mutual TLS (see symphony.security).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # extra environment of every child (e.g. OTEL_*)
     quiet: bool = False
 
 
@@ -64,6 +71,11 @@ class Endpoints:
 
 def _python_module(module: str) -> list[str]:
     return [sys.executable, "-m", module]
+
+
+def _tls_args(config: StackConfig) -> list[str]:
+    pairs = [("--tls-cert", config.tls_cert), ("--tls-key", config.tls_key), ("--tls-ca", config.tls_ca)]
+    return [arg for flag, path in pairs if path is not None for arg in (flag, str(path))]
 
 
 class LocalStack:
@@ -89,6 +101,7 @@ class LocalStack:
                 f"{config.host}:{self.endpoints.scheduler_http}",
                 "--policy",
                 config.policy,
+                *_tls_args(config),
                 *config.scheduler_args,
             ],
             self.logs / "scheduler.log",
@@ -114,6 +127,7 @@ class LocalStack:
                     str(config.time_scale),
                     "--metrics-listen",
                     f"{config.host}:{metrics_port}",
+                    *_tls_args(config),
                     *config.node_args,
                     *config.node_args_by_index.get(i, []),
                 ],
@@ -125,6 +139,7 @@ class LocalStack:
         ]
         self.workload: Child | None = None
         self._restarting = False
+        self.channels = Channels(TlsConfig.from_files(config.tls_cert, config.tls_key, config.tls_ca))
 
     @property
     def scheduler_address(self) -> str:
@@ -142,7 +157,7 @@ class LocalStack:
         for node in self.nodes:
             await node.start(self.config.env)
         deadline = time.monotonic() + self.config.startup_timeout_s
-        async with grpc.aio.insecure_channel(self.scheduler_address) as channel:
+        async with self.channels.open(self.scheduler_address) as channel:
             await self._wait_serving(channel, deadline)
             await self._wait_registered(channel, deadline)
 
@@ -209,6 +224,7 @@ class LocalStack:
             str(c.seed),
             "--out",
             str(c.out_dir),
+            *_tls_args(c),
             *c.workload_args,
         ]
 

@@ -11,6 +11,7 @@ dialled by address (pod IPs). Files are read once, at start-up; a missing or unr
 
 from __future__ import annotations
 
+import argparse
 import hmac
 import inspect
 import os
@@ -221,3 +222,22 @@ def _guard(behaviour: Any) -> Any:
         return await behaviour(request, context)
 
     return unary
+
+
+# -- command lines -------------------------------------------------------------------------------
+
+
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """The same four TLS flags on every command (see the module docstring)."""
+    g = parser.add_argument_group("TLS (every gRPC server and channel of this process)")
+    g.add_argument("--tls-cert", default=None, help="PEM certificate presented as server and as client")
+    g.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    g.add_argument(
+        "--tls-ca", default=None, help="PEM CA bundle trusted; servers then require client certs (mTLS)"
+    )
+    g.add_argument("--tls-server-name", default="", help="host name expected in peers' certificates")
+
+
+def tls_from_args(args: argparse.Namespace) -> TlsConfig | None:
+    """Raises :class:`SecurityConfigError` (a ValueError) naming the flag at fault."""
+    return TlsConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name)

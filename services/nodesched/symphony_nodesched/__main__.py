@@ -11,6 +11,7 @@ import sys
 from pydantic import ValidationError
 
 from symphony.errors import SymphonyError
+from symphony.security import SecurityConfigError, add_tls_flags, tls_from_args
 from symphony.tracing import add_tracing_flags
 from symphony_nodesched.app import NodeApp
 from symphony_nodesched.config import NodeConfig
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heartbeat-interval", type=float, default=1.0, help="status report period (s)")
     ap.add_argument("--log-level", default="info", help="debug | info | warning | error")
     add_tracing_flags(ap)
+    add_tls_flags(ap)
     return ap
 
 
@@ -66,10 +68,18 @@ def parse_config(argv: list[str] | None) -> NodeConfig:
             log_level=args.log_level,
             otlp_endpoint=args.otlp_endpoint,
             trace_sample_ratio=args.trace_sample_ratio,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            tls_server_name=args.tls_server_name,
         )
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         ap.error(problems)
+    try:
+        tls_from_args(args)
+    except SecurityConfigError as err:
+        ap.error(str(err))
     if config.engine == "sim" and config.profile not in profile_names():
         ap.error(f"unknown profile {config.profile!r}; known: {', '.join(profile_names())}")
     return config

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from symphony.grpcutil import CHANNEL_OPTIONS, ServerHandle, start_server
 from symphony.metrics import NodeMetrics
+from symphony.security import Channels, TlsConfig
 from symphony.tracing import Tracing, TracingConfig
 from symphony.v1 import nodesched_pb2, nodesched_pb2_grpc, scheduler_pb2_grpc
 from symphony_nodesched import convert
@@ -36,7 +37,10 @@ class NodeApp:
             "symphony-nodesched", TracingConfig.from_env(config.otlp_endpoint, config.trace_sample_ratio)
         )
         self.backend = backend if backend is not None else create_backend(config)
-        self.fetcher = GrpcPeerFetcher(config.node_id)
+        self.channels = Channels(
+            TlsConfig.from_files(config.tls_cert, config.tls_key, config.tls_ca, config.tls_server_name)
+        )
+        self.fetcher = GrpcPeerFetcher(config.node_id, self.channels)
         self.service: NodeService | None = None
         self.grpc: ServerHandle | None = None
         self.http: web.AppRunner | None = None
@@ -62,11 +66,12 @@ class NodeApp:
             lambda server: nodesched_pb2_grpc.add_NodeSchedulerServicer_to_server(service, server),
             [SERVICE_NAME],
             self.config.listen,
+            credentials=self.channels.server_credentials(),
         )
         self.http, self.http_port = await start_http(
             make_app(self.registry, service.refresh_metrics), self.config.metrics_listen
         )
-        self._channel = grpc.aio.insecure_channel(self.config.scheduler, options=CHANNEL_OPTIONS)
+        self._channel = self.channels.open(self.config.scheduler, CHANNEL_OPTIONS)
         host, _, port = self.config.advertise.rpartition(":")
         address = f"{host}:{self.grpc.port}" if port == "0" else self.config.advertise
         self.registrar = Registrar(

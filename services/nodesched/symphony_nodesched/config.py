@@ -33,6 +33,16 @@ class NodeConfig(BaseModel):
     disk_dir: Path | None = Field(None, description="Directory of the disk K,V tier (vllm).")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Status report period until told otherwise.")
     log_level: str = Field("info", description="debug | info | warning | error.")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (server and client); see symphony.security."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA trusted; with it the gRPC server requires client certs."
+    )
+    tls_server_name: str = Field(
+        "", description="Host name expected in the scheduler's and peers' certificates."
+    )
     otlp_endpoint: str | None = Field(
         None, description="OTLP/gRPC trace collector (None: $OTEL_EXPORTER_OTLP_ENDPOINT; '': off)."
     )

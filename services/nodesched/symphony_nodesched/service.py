@@ -20,6 +20,7 @@ from symphony.errors import InvalidArgument, NotFound, Unavailable
 from symphony.grpcutil import CHANNEL_OPTIONS, translate_errors, translate_stream_errors
 from symphony.limits import Limits
 from symphony.metrics import NodeMetrics
+from symphony.security import Channels
 from symphony.tracing import (
     ATTR_CACHED_TOKENS,
     ATTR_COMPLETION_TOKENS,
@@ -65,14 +66,15 @@ TRANSFER_ROUTES = (
 class GrpcPeerFetcher:
     """Pulls a session's K,V from a peer node's FetchKv, one channel per peer address."""
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, channels: Channels | None = None) -> None:
         self.node_id = node_id
+        self.channels = channels or Channels()  # mTLS between nodes when the process has it
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def fetch(self, peer: PeerRef, session_id: str) -> AsyncIterator[KvPiece]:
         channel = self._channels.get(peer.address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(peer.address, options=CHANNEL_OPTIONS)
+            channel = self.channels.open(peer.address, CHANNEL_OPTIONS)
             self._channels[peer.address] = channel
         stub = nodesched_pb2_grpc.NodeSchedulerStub(channel)
         request = nodesched_pb2.FetchKvRequest(session_id=session_id, requester_node_id=self.node_id)

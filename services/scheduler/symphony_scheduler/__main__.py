@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from symphony.errors import SymphonyError
 from symphony.limits import Limits
+from symphony.security import SecurityConfigError, add_tls_flags, load_api_keys, tls_from_args
 from symphony.tracing import TracingConfig, add_tracing_flags
 from symphony_scheduler.policies import default_registry
 from symphony_scheduler.server import SchedulerConfig, split_host_port, start_scheduler
@@ -79,7 +80,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--advisory-burst", type=int, default=0, help="advisory burst per client (0: 1 s worth)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        help="API keys of the HTTP front door, one per line (also: SYMPHONY_API_KEYS, comma separated); "
+        "without any, the front door is open",
+    )
     add_tracing_flags(p)
+    add_tls_flags(p)
     return p
 
 
@@ -117,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValidationError as err:
         parser().error("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in err.errors()))
+    try:
+        tls = tls_from_args(args)
+        api_keys = load_api_keys(args.api_key_file)
+    except SecurityConfigError as err:
+        parser().error(str(err))
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     config = SchedulerConfig(
         listen=args.listen,
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         max_sessions=args.max_sessions,
         limits=limits,
         tracing=TracingConfig.from_env(args.otlp_endpoint, args.trace_sample_ratio),
+        tls=tls,
+        api_keys=api_keys,
     )
     try:
         return asyncio.run(run(config))

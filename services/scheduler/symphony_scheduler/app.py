@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from symphony.clock import Clock
 from symphony.limits import AdvisoryRate, Limits, SessionQuota
 from symphony.metrics import SchedulerMetrics
+from symphony.security import Channels
 from symphony.tracing import Tracing
 from symphony_scheduler.commands import AdviceDecision, Command, PrepareCommand
 from symphony_scheduler.core import SchedulerCore
@@ -38,6 +39,7 @@ class SchedulerApp:
         clients: NodeClients | None = None,
         tracing: Tracing | None = None,
         max_traced_advisories: int = 100_000,
+        channels: Channels | None = None,
     ) -> None:
         self.core = core
         self.clock = clock
@@ -48,7 +50,8 @@ class SchedulerApp:
         self.session_quota = SessionQuota(self.limits, idle_s=core.session_ttl_s)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.tracing = tracing or Tracing.disabled()
-        self.clients = clients or NodeClients(metrics=metrics, tracing=self.tracing)
+        self.channels = channels or Channels()  # plaintext, TLS or mTLS towards nodes and receivers
+        self.clients = clients or NodeClients(metrics=metrics, tracing=self.tracing, channels=self.channels)
         # Span context of each session's pending advisory: its Prepare orders (even deferred ones)
         # join the advisory's trace, and the turn it serves links to it. Bounded, oldest dropped.
         self._advice_spans: OrderedDict[str, trace.SpanContext] = OrderedDict()

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from symphony.errors import InvalidArgument, SymphonyError, Unavailable, http_error_body
+from symphony.security import ApiKeys, bearer_token
 from symphony.tracing import extract_context
 from symphony.v1 import common_pb2, scheduler_pb2
 from symphony.validation import check_advice, check_session_id, check_turn
@@ -82,14 +83,39 @@ def http_client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+# Probes and Prometheus scrape without a key; everything under /v1/ needs one when keys are set.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def api_key_middleware(keys: ApiKeys) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            key = bearer_token(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+            if not keys.valid(key):
+                problem = "a valid API key is required" if key else "an API key is required"
+                return web.json_response(
+                    http_error_body(401, f"{problem} (Authorization: Bearer KEY, or x-api-key: KEY)"),
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await handler(request)
+
+    return check
+
+
 class FrontDoor:
-    def __init__(self, app: SchedulerApp, router: Router) -> None:
+    def __init__(self, app: SchedulerApp, router: Router, api_keys: ApiKeys | None = None) -> None:
         self.app = app
         self.router = router
+        self.api_keys = api_keys or ApiKeys(frozenset())
 
     def build(self) -> web.Application:
+        middlewares = [errors_middleware]
+        if self.api_keys.enabled:
+            middlewares.insert(0, api_key_middleware(self.api_keys))
         web_app = web.Application(
-            middlewares=[errors_middleware], client_max_size=self.app.limits.max_grpc_message_bytes
+            middlewares=middlewares, client_max_size=self.app.limits.max_grpc_message_bytes
         )
         web_app.add_routes(
             [

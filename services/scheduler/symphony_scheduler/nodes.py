@@ -14,6 +14,7 @@ from opentelemetry.context import Context
 
 from symphony.grpcutil import CHANNEL_OPTIONS
 from symphony.metrics import SchedulerMetrics
+from symphony.security import Channels
 from symphony.tracing import ATTR_KV_SOURCE, ATTR_NODE, ATTR_SESSION, Tracing, inject_metadata
 from symphony.v1 import common_pb2, nodesched_pb2, nodesched_pb2_grpc
 from symphony_scheduler.commands import Command, PrepareCommand, ReleaseCommand
@@ -41,8 +42,10 @@ class NodeClients:
         rpc_timeout_s: float = 5.0,
         metrics: SchedulerMetrics | None = None,
         tracing: Tracing | None = None,
+        channels: Channels | None = None,
     ) -> None:
         self.rpc_timeout_s = rpc_timeout_s
+        self.channels = channels or Channels()
         self.metrics = metrics
         self.tracing = tracing or Tracing.disabled()
         self._channels: dict[str, tuple[grpc.aio.Channel, NodeSchedulerAsyncStub]] = {}
@@ -54,7 +57,7 @@ class NodeClients:
     def stub(self, address: str) -> NodeSchedulerAsyncStub:
         entry = self._channels.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self.channels.open(address, CHANNEL_OPTIONS)
             entry = (channel, nodesched_pb2_grpc.NodeSchedulerStub(channel))
             self._channels[address] = entry
         return entry[1]

@@ -15,6 +15,7 @@ from symphony.clock import Clock, MonotonicClock
 from symphony.grpcutil import ServerHandle, start_server
 from symphony.limits import Limits
 from symphony.metrics import SchedulerMetrics
+from symphony.security import ApiKeys, Channels, TlsConfig
 from symphony.tracing import Tracing, TracingConfig
 from symphony.v1 import scheduler_pb2, scheduler_pb2_grpc
 from symphony_scheduler.app import SchedulerApp
@@ -40,6 +41,8 @@ class SchedulerConfig:
     max_sessions: int = 1_000_000
     limits: Limits = field(default_factory=Limits)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    tls: TlsConfig | None = None  # TLS of the gRPC port and of the channels to nodes (mTLS with a CA)
+    api_keys: frozenset[str] = frozenset()  # of the HTTP front door; empty: open
 
 
 def split_host_port(address: str, flag: str) -> tuple[str, int]:
@@ -95,6 +98,7 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
         limits=config.limits,
         heartbeat_interval_s=config.heartbeat_interval_s,
         tracing=Tracing("symphony-scheduler", config.tracing),
+        channels=Channels(config.tls),
     )
     router = Router(app)
     service = SchedulerService(app, router)
@@ -104,10 +108,11 @@ async def start_scheduler(config: SchedulerConfig, clock: Clock | None = None) -
             [SERVICE_NAME],
             config.listen,
             max_message_bytes=config.limits.max_grpc_message_bytes,
+            credentials=app.channels.server_credentials(),
         )
     except RuntimeError as err:  # grpc reports a port in use this way
         raise OSError(f"--listen {config.listen}: {err}") from None
-    runner = web.AppRunner(FrontDoor(app, router).build(), access_log=None)
+    runner = web.AppRunner(FrontDoor(app, router, ApiKeys(config.api_keys)).build(), access_log=None)
     try:
         await runner.setup()
         site = web.TCPSite(runner, http_host, http_port)

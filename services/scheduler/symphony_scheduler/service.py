@@ -157,7 +157,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def _receiver(self, address: str) -> ResponseReceiverAsyncStub:
         entry = self._receivers.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self.app.channels.open(address, CHANNEL_OPTIONS)
             entry = (channel, receiver_pb2_grpc.ResponseReceiverStub(channel))
             self._receivers[address] = entry
         return entry[1]

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from symphony.cliargs import non_negative, port, positive, rate
+from symphony.security import Channels, add_tls_flags, tls_from_args
 from symphony.tracing import Tracing, TracingConfig, add_tracing_flags
 from symphony_workloadgen.clients.base import Target, TargetError
 from symphony_workloadgen.dataset import DatasetError, Distribution, SyntheticSpec, load
@@ -71,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenAI-compatible server (default: symphony)",
     )
     g.add_argument("--model", default="", help="model name for an OpenAI target (default: its first model)")
-    g.add_argument("--api-key", default="", help="bearer token for an OpenAI target")
+    g.add_argument(
+        "--api-key",
+        default=os.environ.get("SYMPHONY_API_KEY", ""),
+        help="bearer token for an OpenAI target (default: $SYMPHONY_API_KEY; never written out)",
+    )
     g.add_argument(
         "--response-mode",
         choices=("stream", "callback"),
@@ -205,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slo-ttft", type=positive(float), default=None, help="TTFT SLO in seconds, for goodput")
     g.add_argument("--slo-tpot", type=positive(float), default=None, help="TPOT SLO in seconds, for goodput")
 
+    add_tls_flags(p)
+
     g = p.add_argument_group("output")
     g.add_argument(
         "--out", type=Path, default=None, help="directory for turns.jsonl/csv, summary.json, plots"
@@ -239,9 +247,14 @@ def make_target(args: argparse.Namespace, tracing: Tracing | None = None) -> Tar
         )
         target.connect_timeout_s = args.connect_timeout
         target.tracing = tracing or target.tracing
+        target.tls = Channels(tls_from_args(args))
         return target
     return SymphonyGrpcTarget(
-        address, channels=args.channels, connect_timeout_s=args.connect_timeout, tracing=tracing
+        address,
+        channels=args.channels,
+        connect_timeout_s=args.connect_timeout,
+        tracing=tracing,
+        tls=Channels(tls_from_args(args)),
     )
 
 
@@ -395,7 +408,8 @@ def build_summary(args: argparse.Namespace, result: RunResult, dataset: dict[str
         "response_mode": args.response_mode,
     }
     summary["dataset"] = dataset
-    summary["config"] = json.loads(json.dumps(vars(args), default=str))
+    settings = {k: ("<redacted>" if k == "api_key" and v else v) for k, v in vars(args).items()}
+    summary["config"] = json.loads(json.dumps(settings, default=str))
     return summary
 
 

@@ -75,6 +75,7 @@ class CallbackTarget(SymphonyGrpcTarget):
                 lambda s: receiver_pb2_grpc.add_ResponseReceiverServicer_to_server(receiver, s),
                 [RECEIVER_SERVICE],
                 self.receiver_listen,
+                credentials=self.tls.server_credentials(),
             )
         except (OSError, RuntimeError):  # grpc reports a port in use as a RuntimeError
             raise TargetError(

@@ -14,6 +14,7 @@ import grpc
 from opentelemetry import trace
 
 from symphony.grpcutil import CHANNEL_OPTIONS, retry_after
+from symphony.security import Channels
 from symphony.tracing import (
     ATTR_CACHED_TOKENS,
     ATTR_COMPLETION_TOKENS,
@@ -83,8 +84,10 @@ class SymphonyGrpcTarget:
         channels: int = 1,
         connect_timeout_s: float = 10.0,
         tracing: Tracing | None = None,
+        tls: Channels | None = None,
     ) -> None:
         self.address = address
+        self.tls = tls or Channels()  # plaintext unless the generator was given TLS flags
         self.tracing = tracing or Tracing.disabled()
         self.connect_timeout_s = connect_timeout_s
         self._n = max(1, channels)
@@ -101,7 +104,7 @@ class SymphonyGrpcTarget:
 
     async def start(self) -> None:
         options = [*CHANNEL_OPTIONS_LOADED, ("grpc.use_local_subchannel_pool", 1)]
-        self._channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self._n)]
+        self._channels = [self.tls.open(self.address, options) for _ in range(self._n)]
         self._stubs = [scheduler_pb2_grpc.SchedulerStub(c) for c in self._channels]
         # Fail fast with one clear message instead of a flood of failed turns.
         try:

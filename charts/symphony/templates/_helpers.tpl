@@ -132,3 +132,36 @@ user's own. Call with (dict "ctx" $ "port" 8080 "extra" .Values.x.podAnnotations
 {{- define "symphony.vllmHealthCommand" -}}
 ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ . }}/health', timeout=8)"]
 {{- end -}}
+
+{{/* TLS flags of every Symphony process (mutual TLS; see symphony.security). */}}
+{{- define "symphony.tlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --tls-cert
+- /etc/symphony/tls/tls.crt
+- --tls-key
+- /etc/symphony/tls/tls.key
+- --tls-ca
+- /etc/symphony/tls/ca.crt
+{{- with .Values.tls.serverName }}
+- --tls-server-name
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "symphony.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/symphony/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "symphony.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.secretName is required when tls.enabled" .Values.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}

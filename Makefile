@@ -34,9 +34,9 @@ venv: $(STAMP)  ## Create the development environment (.venv) from the pinned lo
 run: $(STAMP)  ## Start the local stack (scheduler + NODES node schedulers, sim engine) and a CLIENTS-user run.
 	$(BIN)/symphony run --nodes $(NODES) --clients $(CLIENTS) --duration $(DURATION) --policy $(POLICY) $(RUN_ARGS)
 
-test: $(STAMP)  ## Unit and integration tests, plus the stub freshness check.
+test: $(STAMP)  ## Unit and integration tests, plus the stub freshness check (fault tests: make test-reliability).
 	$(MAKE) --no-print-directory proto-check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/reliability
 
 lint: $(STAMP)  ## ruff and strict mypy.
 	$(BIN)/ruff check .

@@ -55,6 +55,9 @@ class SchedulerCore:
         self._decide_heap: list[tuple[float, int, str]] = []  # (decide_at, seq, session)
         self._seq = itertools.count()
         self._removed: list[tuple[str, str]] = []
+        # Sessions ended lately (session -> when): a node's report written before our Release reached
+        # it must not bring them back as if a restart were being recovered from.
+        self._ended: OrderedDict[str, float] = OrderedDict()
         if metrics is not None:
             metrics.sessions_active.set_function(lambda: len(self.sessions))
             metrics.nodes_healthy.set_function(lambda: len(self.nodes))
@@ -90,7 +93,7 @@ class SchedulerCore:
             reported.add(res.session_id)
             rec = self.sessions.get(res.session_id)
             if rec is None:
-                if len(self.sessions) >= self.max_sessions:
+                if len(self.sessions) >= self.max_sessions or res.session_id in self._ended:
                     continue
                 rec = SessionRecord(res.session_id, last_seen=now, tokens=res.tokens)
                 self.sessions[res.session_id] = rec
@@ -300,7 +303,7 @@ class SchedulerCore:
         if answer:
             rec.transcript = [*rec.transcript, common_pb2.ChatMessage(role="assistant", content=answer)]
         if is_last:
-            return self._end_session(rec)
+            return self._end_session(rec, now)
         return []
 
     def turn_aborted(self, session_id: str, node_id: str, prompt_tokens: int, now: float) -> None:
@@ -331,7 +334,9 @@ class SchedulerCore:
             self.sessions.move_to_end(session_id)
         return rec
 
-    def _end_session(self, rec: SessionRecord) -> list[Command]:
+    def _end_session(self, rec: SessionRecord, now: float) -> list[Command]:
+        self._ended[rec.session_id] = now
+        self._ended.move_to_end(rec.session_id)
         commands = self._drop_advice(rec, "unused")
         commands += [ReleaseCommand(n, rec.session_id, prefetch_only=False) for n in rec.locations]
         for node_id in rec.locations:
@@ -344,6 +349,10 @@ class SchedulerCore:
     def expire(self, now: float) -> list[Command]:
         """Drops nodes past their lease, advisories past their ETA, sessions idle past the TTL."""
         commands: list[Command] = []
+        while self._ended and (
+            now - next(iter(self._ended.values())) > self.lease_s or len(self._ended) > self.max_sessions
+        ):
+            self._ended.popitem(last=False)
         for node in [n for n in self.nodes.values() if now - n.last_seen > self.lease_s]:
             commands += self.node_failed(node.node_id, now)
         while self._decide_heap and self._decide_heap[0][0] <= now:
@@ -368,7 +377,7 @@ class SchedulerCore:
                 self.sessions.move_to_end(rec.session_id)
                 rec.last_seen = now
                 continue
-            commands += self._end_session(rec)
+            commands += self._end_session(rec, now)
         return commands
 
     def sessions_snapshot(self, limit: int | None = None) -> Sequence[SessionRecord]:

@@ -1,5 +1,5 @@
 # Observability targets (metrics, traces, dashboards). See docs/observability.md.
-.PHONY: test-observability dashboards
+.PHONY: test-observability dashboards bench-observability
 
 test-observability: $(STAMP)  ## Every dashboard query against a real Prometheus (installs it) and the trace test.
 	e2e/observability/install-prometheus.sh
@@ -7,3 +7,6 @@ test-observability: $(STAMP)  ## Every dashboard query against a real Prometheus
 
 dashboards: $(STAMP)  ## Regenerate charts/symphony/dashboards/*.json from e2e/observability/dashboards.py.
 	$(BIN)/python e2e/observability/dashboards.py
+
+bench-observability: $(STAMP)  ## Tracing cost: the same seeded run with tracing off and on (CPU ms/turn, TTFT).
+	$(BIN)/python e2e/observability/bench_tracing.py $(OBS_BENCH_ARGS)

@@ -142,3 +142,26 @@ def test_a_bad_sample_ratio_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         scheduler_parser().parse_args(["--trace-sample-ratio", "2"])
     assert exit_.value.code == 2
     assert "--trace-sample-ratio: must be in [0, 1], got 2" in capsys.readouterr().err
+
+
+def test_a_turn_served_where_its_advisory_moved_the_kv_is_no_fallback() -> None:
+    registry = CollectorRegistry()
+    core = _core("symphony", registry)
+    first = core.route(_turn(0), 1.0)
+    core.turn_finished(
+        common_pb2.TurnSummary(session_id="s", node_id=first.node_id, prompt_tokens=100, completion_tokens=8),
+        False,
+        2.0,
+    )
+    # The holder is swamped, so the advisory moves the K,V to the idle node ahead of the turn.
+    busy = common_pb2.NodeStatus(
+        node_id=first.node_id,
+        load=common_pb2.NodeLoad(running_requests=200, waiting_requests=100, waiting_tokens=200_000),
+    )
+    busy.sessions.add(session_id="s", tokens=108, tier=common_pb2.TIER_GPU)
+    core.node_status(busy, 2.5)
+    advice = core.advise("s", 0.0, 1, 3.0)
+    assert advice.node_id != first.node_id and advice.reason == "kv_peer"
+    decision = core.route(_turn(1), 3.1)
+    assert (decision.node_id, decision.reason) == (advice.node_id, "advised")
+    assert registry.get_sample_value("symphony_routing_fallbacks_total", {"reason": "kv_recomputed"}) == 0

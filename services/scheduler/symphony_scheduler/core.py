@@ -265,7 +265,8 @@ class SchedulerCore:
             else:
                 commands += self._drop_advice(rec, "unused", keep_node=placement.node_id)
                 self._fallback("advice_rerouted")
-        if rec.locations and placement.node_id not in rec.locations and placement.source != "peer":
+        moved_here = rec.active_advised or placement.source == "peer"  # an advisory's Prepare or a fetch
+        if rec.locations and placement.node_id not in rec.locations and not moved_here:
             self._fallback("kv_recomputed")  # the session's K,V exists elsewhere but is not moved here
         commands += self._prepare(rec, placement, 0.0)
         node = self.nodes[placement.node_id]

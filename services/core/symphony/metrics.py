@@ -149,7 +149,7 @@ class SchedulerMetrics(TurnMetrics):
             "symphony_routing_fallbacks",
             "Turns or orders that fell back from the cache path, by reason: node_failed (retried "
             "elsewhere before the first token), advice_rerouted (the turn left the node its advisory "
-            "prepared), kv_recomputed (the session had K,V on a node but is recomputed elsewhere), "
+            "prepared), kv_recomputed (the session had K,V on a node but is recomputed elsewhere, not moved there), "
             "prepare_failed (a Prepare order failed on its node).",
             ["reason"],
             registry=registry,

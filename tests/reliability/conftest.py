@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
+
+# The fault and soak tests run the live stack for minutes: `make test-reliability` runs them (CI
+# does), `make test` keeps the quick ones (limits, fuzzing, TLS, API keys, chart).
+LIVE = [
+    "test_fault_node_kill.py",
+    "test_fault_scheduler_restart.py",
+    "test_fault_degraded_node.py",
+    "test_soak.py",
+]
+collect_ignore = [] if os.environ.get("SYMPHONY_TEST_RELIABILITY") == "1" else LIVE
 
 FIGURES = pytest.StashKey[list[tuple[str, str]]]()
 

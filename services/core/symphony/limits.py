@@ -1,7 +1,7 @@
 """Configurable input limits, enforced at every front door (gRPC and HTTP) before any state changes.
 
 Size limits are checked per request (``symphony.validation``). Two limits are per *client* — the
-API key when there is one, else the peer's host — and need memory: :class:`AdvisoryRate` (a token
+peer's host as the front door sees it (clients behind one proxy share it) — and need memory: :class:`AdvisoryRate` (a token
 bucket per client) and :class:`SessionQuota` (the sessions a client has open). Both take ``now``
 from the caller, so tests drive them with a clock they control. Breaking either is
 ``ResourceExhausted`` (gRPC RESOURCE_EXHAUSTED, HTTP 429).

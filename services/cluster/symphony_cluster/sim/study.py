@@ -30,7 +30,7 @@ from symphony_workloadgen.dataset import load
 from symphony_workloadgen.session import UserModel
 
 CAPACITY_USERS = {
-    "a100-80gb/llama-3.1-8b": [256, 512, 1024, 2048, 4096, 8192, 16384],
+    "a100-80gb/llama-3.1-8b": [256, 512, 1024, 2048, 4096, 8192],
     "a100-80gb/llama-2-13b": [64, 128, 256, 512, 1024, 2048, 4096],
 }
 QUICK_USERS = {
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             ]
 
     base_profile = "a100-80gb/llama-3.1-8b"
-    fixed_users = 128 if args.quick else 4096
+    fixed_users = 128 if args.quick else 2048
     if "robustness" in parts:
         variants = {
             "no ablation": UserModel(),

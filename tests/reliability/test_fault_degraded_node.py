@@ -65,22 +65,20 @@ async def test_a_partitioned_node_is_routed_around_within_the_lease(tmp_path: Pa
         await stack.start()
         run = asyncio.ensure_future(stack.run_workload())
         await wait_for_state(
-            stack.scheduler_address,
+            stack,
             lambda s: (n := healthy(s).get("node-1")) is not None and n.status.load.running_requests >= 4,
             "node-1 is running turns",
         )
         stack.nodes[1].send_signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
         _, dropped_at = await wait_for_state(
-            stack.scheduler_address, lambda s: "node-1" not in healthy(s), "the scheduler drops node-1"
+            stack, lambda s: "node-1" not in healthy(s), "the scheduler drops node-1"
         )
         # Stay partitioned while the rest of the cluster answers a few hundred turns.
         await wait_for_turns(stack.endpoints.scheduler_http, more=300)
         stack.nodes[1].send_signal(signal.SIGCONT)
         resumed_at = time.monotonic()
-        _, back_at = await wait_for_state(
-            stack.scheduler_address, lambda s: "node-1" in healthy(s), "node-1 registers again"
-        )
+        _, back_at = await wait_for_state(stack, lambda s: "node-1" in healthy(s), "node-1 registers again")
         code = await run
     finally:
         await stack.stop()

@@ -39,7 +39,7 @@ async def test_killing_a_node_mid_run_loses_no_turn(tmp_path: Path, figures: Rep
         run = asyncio.ensure_future(stack.run_workload())
         # Kill node-1 while it is busy: its last report shows requests running and sessions held.
         await wait_for_state(
-            stack.scheduler_address,
+            stack,
             lambda s: (
                 (n := healthy(s).get("node-1")) is not None
                 and n.status.load.running_requests >= 8
@@ -50,7 +50,7 @@ async def test_killing_a_node_mid_run_loses_no_turn(tmp_path: Path, figures: Rep
         stack.nodes[1].send_signal(signal.SIGKILL)
         kill_t = time.monotonic()
         _, dropped_at = await wait_for_state(
-            stack.scheduler_address, lambda s: "node-1" not in healthy(s), "the scheduler drops node-1"
+            stack, lambda s: "node-1" not in healthy(s), "the scheduler drops node-1"
         )
         code = await run
     finally:

@@ -30,7 +30,7 @@ async def test_a_restarted_scheduler_recovers_and_loses_no_turn(tmp_path: Path, 
         await stack.start()
         run = asyncio.ensure_future(stack.run_workload())
         before, _ = await wait_for_state(
-            stack.scheduler_address,
+            stack,
             lambda s: sum(1 for x in s.sessions if x.node_id and x.tokens) >= 64,
             "sessions have K,V on the nodes",
             include_sessions=True,
@@ -39,7 +39,7 @@ async def test_a_restarted_scheduler_recovers_and_loses_no_turn(tmp_path: Path, 
         killed_at = time.monotonic()
         await stack.restart_scheduler()
         _, recovered_at = await wait_for_state(
-            stack.scheduler_address,
+            stack,
             lambda s: set(healthy(s)) == {"node-0", "node-1"},
             "both nodes registered with the new scheduler",
             include_sessions=True,
@@ -47,7 +47,7 @@ async def test_a_restarted_scheduler_recovers_and_loses_no_turn(tmp_path: Path, 
         # The first status reports rebuild the map: sessions held before the restart are known again,
         # on the node that holds them.
         rebuilt, rebuilt_at = await wait_for_state(
-            stack.scheduler_address,
+            stack,
             lambda s: sum(1 for x in s.sessions if held.get(x.session_id) == x.node_id) >= len(held) // 2,
             "the session map knows where the earlier sessions' K,V lives",
             include_sessions=True,

@@ -17,6 +17,11 @@ LIVE = [
 ]
 collect_ignore = [] if os.environ.get("SYMPHONY_TEST_RELIABILITY") == "1" else LIVE
 
+# The stacks are forked from this process while it has gRPC calls in flight; grpcio >= 1.80 can then
+# crash the child before its exec (grpc/grpc#43055). Effective when gRPC is not yet initialised;
+# `make test-reliability` sets it in the environment as well.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 FIGURES = pytest.StashKey[list[tuple[str, str]]]()
 
 Report = Callable[[str, str], None]

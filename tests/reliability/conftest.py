@@ -8,12 +8,13 @@ from collections.abc import Callable
 import pytest
 
 # The fault and soak tests run the live stack for minutes: `make test-reliability` runs them (CI
-# does), `make test` keeps the quick ones (limits, fuzzing, TLS, API keys, chart).
+# does), `make test` keeps the quick in-process ones (limits, fuzzing, API keys, chart).
 LIVE = [
     "test_fault_node_kill.py",
     "test_fault_scheduler_restart.py",
     "test_fault_degraded_node.py",
     "test_soak.py",
+    "test_tls.py",
 ]
 collect_ignore = [] if os.environ.get("SYMPHONY_TEST_RELIABILITY") == "1" else LIVE
 

@@ -135,3 +135,17 @@ def test_cli_rejects_an_unknown_policy(capsys: pytest.CaptureFixture[str]) -> No
         main(["simulate", "--policies", "fastest"])
     assert exc.value.code == 2
     assert "unknown policy" in capsys.readouterr().err
+
+
+def test_capacity_table_marks_lower_bounds() -> None:
+    from symphony_cluster.sim.report import capacity_table
+
+    rows = [
+        {"policy": "round_robin", "users": 64, "meets_slo": True},
+        {"policy": "round_robin", "users": 128, "meets_slo": False},
+        {"policy": "symphony", "users": 64, "meets_slo": True},
+        {"policy": "symphony", "users": 128, "meets_slo": True},
+    ]
+    table = capacity_table(rows)
+    assert "| round_robin | 64 | 1.00× |" in table
+    assert "| symphony | ≥ 128 | ≥ 2.00× |" in table

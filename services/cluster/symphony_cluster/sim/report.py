@@ -43,14 +43,17 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def capacity_table(rows: Sequence[dict[str, Any]], baseline: str = "round_robin") -> str:
+    """Users each policy serves within the SLO; "≥ N" when it still met the SLO at the sweep's top."""
     cap = capacity(rows)
+    top = {p: max(r["users"] for r in rows if r["policy"] == p) for p in cap}
     base = cap.get(baseline)
     out = ["| policy | users at the SLO | vs " + baseline + " |", "|---|---:|---:|"]
     for policy, users in cap.items():
-        ratio = "—" if not users or not base else f"{users / base:.2f}×"
-        out.append(
-            f"| {policy} | {users if users is not None else '< ' + str(min(r['users'] for r in rows))} | {ratio} |"
-        )
+        bound = "≥ " if users is not None and users == top[policy] else ""
+        base_bounded = base is not None and base == top.get(baseline)
+        ratio = "—" if not users or not base or base_bounded else f"{bound}{users / base:.2f}×"
+        shown = f"{bound}{users}" if users is not None else "< " + str(min(r["users"] for r in rows))
+        out.append(f"| {policy} | {shown} | {ratio} |")
     return "\n".join(out) + "\n"
 
 

@@ -48,6 +48,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny grids, to check the pipeline (not for results)")
     p.add_argument("--parts", default="capacity,robustness,sensitivity")
+    p.add_argument(
+        "--render", action="store_true", help="only rewrite README.md from the folder's results.json"
+    )
 
 
 def _progress(row: dict[str, Any]) -> None:
@@ -62,6 +65,11 @@ def _progress(row: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
+    if args.render:
+        saved = json.loads((out / "results.json").read_text())
+        (out / "README.md").write_text(render(saved))
+        print(f"wrote {out}/README.md from {out}/results.json", file=sys.stderr)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     parts = {p.strip() for p in args.parts.split(",")}
     conversations = load("sharegpt", seed=args.seed).conversations
@@ -70,21 +78,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": "symphony study " + " ".join(sys.argv[2:]),
+        "fixed_users": 128 if args.quick else 2048,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "seed": args.seed,
         "slo": vars(slo),
     }
-    md = [
-        "# Policy study",
-        "",
-        f"Made by `{results['command']}` (`make study`): {args.duration:.0f} virtual seconds per scenario, "
-        f"the first {args.warmup:.0f} s excluded, seed {args.seed}, 8 engines, real ShareGPT conversations, "
-        "users reading at 25 chars/s and typing at 6 chars/s, advisories at typing start. "
-        f"SLO: p99 TTFT <= {slo.ttft_p99_s} s and p50 normalized latency <= {slo.norm_p50_s * 1000:.0f} ms/token. "
-        "Definitions of every column: `symphony_cluster/sim/figures.py`.",
-        "",
-    ]
 
     def grid(
         profile_name: str, policies: list[str], users: list[int], model: UserModel | None = None
@@ -109,17 +108,9 @@ def run(args: argparse.Namespace) -> int:
             slug = profile_name.replace("/", "_")
             plot(rows, out / f"capacity_{slug}.png", f"8 × {profile_name}")
             results["capacity"][profile_name] = {"capacity": capacity(rows), "rows": rows}
-            md += [
-                f"## Capacity: 8 × {profile_name}",
-                "",
-                capacity_table(rows),
-                markdown_table(rows),
-                f"![latency vs users](capacity_{slug}.png)",
-                "",
-            ]
 
     base_profile = "a100-80gb/llama-3.1-8b"
-    fixed_users = 128 if args.quick else 2048
+    fixed_users: int = results["fixed_users"]
     if "robustness" in parts:
         variants = {
             "no ablation": UserModel(),
@@ -134,22 +125,6 @@ def run(args: argparse.Namespace) -> int:
             row["variant"] = name
             rows.append(row)
         results["robustness"] = rows
-        base = rows[0]
-        md += [
-            f"## Robustness: symphony, {fixed_users} users, 8 × {base_profile}",
-            "",
-            "| advisories | turns/s | Δ throughput | TPOT p50 (ms/token) | norm. latency p50 (ms/token) | TTFT p99 (ms) | advisories used / late / unused |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            adv = r["advisories"]
-            d = 100 * (r["turns_per_s"] / base["turns_per_s"] - 1) if base["turns_per_s"] else 0.0
-            md.append(
-                f"| {r['variant']} | {r['turns_per_s']:.2f} | {d:+.1f}% | {1000 * (r['tpot_p50_s'] or 0):.1f} "
-                f"| {1000 * (r['norm_p50_s'] or 0):.1f} | {1000 * (r['ttft_p99_s'] or 0):.0f} "
-                f"| {adv.get('used', 0)} / {adv.get('late', 0)} / {adv.get('unused', 0)} |"
-            )
-        md.append("")
 
     if "sensitivity" in parts:
         rows = []
@@ -164,19 +139,6 @@ def run(args: argparse.Namespace) -> int:
                     row["variant"] = f"{what} ×{scale:g}"
                     rows.append(row)
         results["sensitivity"] = rows
-        md += [
-            f"## Sensitivity: {fixed_users} users, 8 × {base_profile}",
-            "",
-            "| bandwidth | policy | turns/s | TTFT p50 / p99 (ms) | norm. latency p50 (ms/token) | K,V moved (GB) |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            md.append(
-                f"| {r['variant']} | {r['policy']} | {r['turns_per_s']:.2f} | {1000 * (r['ttft_p50_s'] or 0):.1f} / "
-                f"{1000 * (r['ttft_p99_s'] or 0):.1f} | {1000 * (r['norm_p50_s'] or 0):.2f} "
-                f"| {sum(r['kv_bytes_moved'].values()) / 1e9:.0f} |"
-            )
-        md.append("")
 
     results["wall_s"] = time.perf_counter() - started
     for section in ("capacity", "robustness", "sensitivity"):
@@ -186,9 +148,79 @@ def run(args: argparse.Namespace) -> int:
     (out / "results.json").write_text(
         json.dumps({k: v for k, v in results.items() if k != "wall_s"}, indent=1) + "\n"
     )
-    (out / "README.md").write_text("\n".join(md) + "\n")
+    (out / "README.md").write_text(render(results))
     print(f"wrote {out}/README.md and results.json ({results['wall_s']:.0f} s wall)", file=sys.stderr)
     return 0
+
+
+def render(results: dict[str, Any]) -> str:
+    """The study's README.md, from its results.json alone (so ``--render`` can redo it)."""
+    slo = results["slo"]
+    md = [
+        "# Policy study",
+        "",
+        f"Made by `{results['command']}` (`make study`): {results['duration_s']:.0f} virtual seconds per "
+        f"scenario, the first {results['warmup_s']:.0f} s excluded, seed {results['seed']}, 8 engines, real "
+        "ShareGPT conversations, users reading at 25 chars/s and typing at 6 chars/s, advisories at typing "
+        f"start. SLO: p99 TTFT <= {slo['ttft_p99_s']} s and p50 normalized latency <= "
+        f"{slo['norm_p50_s'] * 1000:.0f} ms/token. Each baseline runs on the memory tiers of the system it "
+        "stands for (column `tiers`). Definitions of every column: `symphony_cluster/sim/figures.py`.",
+        "",
+    ]
+    for profile_name, section in results.get("capacity", {}).items():
+        rows = section["rows"]
+        slug = profile_name.replace("/", "_")
+        md += [
+            f"## Capacity: 8 × {profile_name}",
+            "",
+            capacity_table(rows),
+            markdown_table(rows),
+            f"![latency vs users](capacity_{slug}.png)",
+            "",
+        ]
+    fixed_users = results.get("fixed_users", 2048)
+    base_profile = "a100-80gb/llama-3.1-8b"
+    rows = results.get("robustness", [])
+    if rows:
+        base = rows[0]
+        md += [
+            f"## Robustness: symphony, {fixed_users} users, 8 × {base_profile}",
+            "",
+            "| advisories | turns/s | Δ throughput | TPOT p50 (ms/token) | norm. latency p50 (ms/token) | TTFT p99 (ms) | advisories used / late / unused |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            adv = r["advisories"]
+            d = 100 * (r["turns_per_s"] / base["turns_per_s"] - 1) if base["turns_per_s"] else 0.0
+            md.append(
+                f"| {r['variant']} | {r['turns_per_s']:.2f} | {d:+.1f}% | {1000 * (r['tpot_p50_s'] or 0):.2f} "
+                f"| {1000 * (r['norm_p50_s'] or 0):.2f} | {1000 * (r['ttft_p99_s'] or 0):.0f} "
+                f"| {adv.get('used', 0)} / {adv.get('late', 0)} / {adv.get('unused', 0)} |"
+            )
+        md.append("")
+    rows = list(results.get("sensitivity", []))
+    if rows:
+        sweep = results.get("capacity", {}).get(base_profile, {}).get("rows", [])
+        policies = {r["policy"] for r in rows}
+        same = [
+            dict(r, variant="×1 (capacity sweep)")
+            for r in sweep
+            if r["users"] == fixed_users and r["policy"] in policies
+        ]
+        md += [
+            f"## Sensitivity: {fixed_users} users, 8 × {base_profile}",
+            "",
+            "| bandwidth | policy | turns/s | TTFT p50 / p99 (ms) | norm. latency p50 (ms/token) | K,V moved (GB) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in [*same, *rows]:
+            md.append(
+                f"| {r['variant']} | {r['policy']} | {r['turns_per_s']:.2f} | {1000 * (r['ttft_p50_s'] or 0):.1f} / "
+                f"{1000 * (r['ttft_p99_s'] or 0):.1f} | {1000 * (r['norm_p50_s'] or 0):.2f} "
+                f"| {sum(r['kv_bytes_moved'].values()) / 1e9:.0f} |"
+            )
+        md.append("")
+    return "\n".join(md) + "\n"
 
 
 def _one_count(

@@ -23,7 +23,10 @@ BODY = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 
 @pytest.fixture
 async def sched() -> AsyncIterator[RunningScheduler]:
-    config = SchedulerConfig(listen="127.0.0.1:0", http_listen="127.0.0.1:0", api_keys=frozenset({KEY}))
+    # The fake node does not heartbeat: a long lease keeps it registered for the whole test.
+    config = SchedulerConfig(
+        listen="127.0.0.1:0", http_listen="127.0.0.1:0", lease_s=3600, api_keys=frozenset({KEY})
+    )
     running = await start_scheduler(config)
     node = await FakeNode.start("node-a", f"127.0.0.1:{running.grpc_port}")
     try:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 # The fault and soak tests run the live stack for minutes: `make test-reliability` runs them (CI
-# does), `make test` keeps the quick in-process ones (limits, fuzzing, API keys, chart).
+# does); a bare `pytest tests/reliability` keeps the quick in-process ones (limits, fuzzing, API keys, chart).
 LIVE = [
     "test_fault_node_kill.py",
     "test_fault_scheduler_restart.py",

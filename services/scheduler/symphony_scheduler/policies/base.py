@@ -44,6 +44,18 @@ class Policy(Protocol):
         ...
 
 
+class IgnoresAdvisories:
+    """For the baselines, which decide only when a turn arrives (as the systems they stand for do)."""
+
+    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
+        return 0.0
+
+    def on_advice(
+        self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
+    ) -> Placement | None:
+        return None
+
+
 PolicyFactory = Callable[[], Policy]
 
 

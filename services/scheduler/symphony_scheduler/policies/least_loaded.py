@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from symphony_scheduler.policies.base import Placement
+from symphony_scheduler.policies.base import IgnoresAdvisories, Placement
 from symphony_scheduler.policies.scoring import load_score, pick_best
 from symphony_scheduler.state import NodeRecord, SessionRecord
 
 
-class LeastLoadedPolicy:
+class LeastLoadedPolicy(IgnoresAdvisories):
     name = "least_loaded"
-
-    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
-        return 0.0
-
-    def on_advice(
-        self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
-    ) -> Placement | None:
-        return None
 
     def place(self, nodes: Sequence[NodeRecord], session: SessionRecord, prompt_tokens: int) -> Placement:
         node, _ = pick_best(nodes, session, prompt_tokens, [(load_score, 1.0)])

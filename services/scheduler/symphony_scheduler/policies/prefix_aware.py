@@ -9,26 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from symphony_scheduler.policies.base import Placement
+from symphony_scheduler.policies.base import IgnoresAdvisories, Placement
 from symphony_scheduler.policies.scoring import cache_score, load_score, not_overloaded, pick_best
 from symphony_scheduler.state import NodeRecord, SessionRecord
 
 
-class PrefixAwarePolicy:
+class PrefixAwarePolicy(IgnoresAdvisories):
     name = "prefix_aware"
 
     def __init__(self, cache_weight: float = 1.0, load_weight: float = 0.5, overload: float = 0.9) -> None:
         self.cache_weight = cache_weight
         self.load_weight = load_weight
         self._filter = not_overloaded(overload)
-
-    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
-        return 0.0
-
-    def on_advice(
-        self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
-    ) -> Placement | None:
-        return None
 
     def place(self, nodes: Sequence[NodeRecord], session: SessionRecord, prompt_tokens: int) -> Placement:
         candidates = self._filter(nodes)

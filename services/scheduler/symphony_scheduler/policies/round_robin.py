@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from symphony_scheduler.policies.base import Placement
+from symphony_scheduler.policies.base import IgnoresAdvisories, Placement
 from symphony_scheduler.state import NodeRecord, SessionRecord
 
 
-class RoundRobinPolicy:
+class RoundRobinPolicy(IgnoresAdvisories):
     name = "round_robin"
 
     def __init__(self) -> None:
         self._next = 0
-
-    def advice_delay_s(self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float) -> float:
-        return 0.0
-
-    def on_advice(
-        self, nodes: Sequence[NodeRecord], session: SessionRecord, eta_s: float
-    ) -> Placement | None:
-        return None
 
     def place(self, nodes: Sequence[NodeRecord], session: SessionRecord, prompt_tokens: int) -> Placement:
         ordered = sorted(nodes, key=lambda n: n.node_id)

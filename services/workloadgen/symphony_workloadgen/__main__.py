@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from symphony.cliargs import non_negative, port, positive, rate
+from symphony.cliargs import non_negative, port, positive
 from symphony.security import Channels, add_tls_flags, tls_from_args
 from symphony.tracing import Tracing, TracingConfig, add_tracing_flags
 from symphony_workloadgen.clients.base import Target, TargetError
@@ -23,7 +23,8 @@ from symphony_workloadgen.dataset import DatasetError, Distribution, SyntheticSp
 from symphony_workloadgen.metrics import Slo, summarize
 from symphony_workloadgen.report import table, write_outputs
 from symphony_workloadgen.runner import Progress, RunConfig, Runner, RunResult
-from symphony_workloadgen.session import SessionPlanner, UserModel
+from symphony_workloadgen.session import SessionPlanner
+from symphony_workloadgen.usermodel_args import add_user_model_arguments, user_model_from_args
 
 log = logging.getLogger("symphony_workloadgen")
 
@@ -139,31 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-turns-per-session", type=positive(int), default=None, help="cut conversations to N turns"
     )
-    g.add_argument(
-        "--read-speed", type=positive(float), default=25.0, help="reading speed, chars/s (default: 25)"
-    )
-    g.add_argument(
-        "--read-speed-std", type=non_negative, default=0.0, help="per-session std dev (default: 0)"
-    )
-    g.add_argument(
-        "--type-speed", type=positive(float), default=6.0, help="typing speed, chars/s (default: 6)"
-    )
-    g.add_argument(
-        "--type-speed-std", type=non_negative, default=0.0, help="per-session std dev (default: 0)"
-    )
-    g.add_argument(
-        "--min-speed", type=positive(float), default=1.0, help="floor of drawn speeds (default: 1)"
-    )
-    g.add_argument("--time-scale", type=positive(float), default=1.0, help="divide every human wait by F")
+    add_user_model_arguments(g)
     g.add_argument("--seed", type=int, default=0, help="makes sessions and timings reproducible (default: 0)")
-    g.add_argument("--no-advisories", action="store_true", help="send no advisories (baselines)")
-    g.add_argument("--advisory-miss-rate", type=rate, default=0.0, help="fraction of advisories not sent")
-    g.add_argument(
-        "--advisory-spurious-rate",
-        type=rate,
-        default=0.0,
-        help="fraction of answers followed by an advisory for a draft that is abandoned",
-    )
     g.add_argument(
         "--max-tokens",
         type=_max_tokens,
@@ -302,17 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.retries < 0:
         parser.error("argument --retries: must be >= 0")
     try:
-        model = UserModel(
-            read_speed=args.read_speed,
-            read_speed_std=args.read_speed_std,
-            type_speed=args.type_speed,
-            type_speed_std=args.type_speed_std,
-            min_speed=args.min_speed,
-            time_scale=args.time_scale,
-            advisories=not args.no_advisories,
-            advisory_miss_rate=args.advisory_miss_rate,
-            advisory_spurious_rate=args.advisory_spurious_rate,
-        )
+        model = user_model_from_args(args)
         config = RunConfig(
             num_clients=args.num_clients,
             duration_s=args.duration,

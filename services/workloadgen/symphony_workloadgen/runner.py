@@ -266,20 +266,26 @@ class Runner:
             if action is Action.ADVISE:
                 eta = sess.plan.advisory_lead_s(idx)
                 sess.advice_pending = True
-                self._adv_sent += 1
             else:
                 eta = sess.plan.spurious_eta_s(idx)
                 self._spurious += 1
-            self._background(self._advise(sess.plan.session_id, eta, turn.index, len(turn.prompt)))
+            real = action is Action.ADVISE
+            self._background(self._advise(sess.plan.session_id, eta, turn.index, len(turn.prompt), real))
 
     def _background(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _advise(self, session_id: str, eta: float, turn_index: int, prompt_chars: int) -> None:
+    async def _advise(
+        self, session_id: str, eta: float, turn_index: int, prompt_chars: int, real: bool
+    ) -> None:
+        """``advisories_sent`` counts the real advisories the target acknowledged (one cut off by the
+        end of the run was never delivered)."""
         try:
             await self.target.advise(session_id, eta, turn_index, prompt_chars)
+            if real:
+                self._adv_sent += 1
         except TargetError as err:
             if self._closing:
                 return  # cut off by the end of the run, not a failure of the target

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from symphony.cliargs import non_negative, rate
 from symphony.errors import InvalidArgument
 from symphony_cluster.sim.figures import SloTarget
 from symphony_cluster.sim.report import capacity_table, markdown_table, plot, write_json
@@ -17,7 +16,7 @@ from symphony_cluster.sim.sweep import POLICIES, Grid, run_grid
 from symphony_cluster.sim.vcluster import TIER_CHOICES
 from symphony_nodesched.profile import Profile, load_profile
 from symphony_workloadgen.dataset import DatasetError, load
-from symphony_workloadgen.session import UserModel
+from symphony_workloadgen.usermodel_args import add_user_model_arguments, user_model_from_args
 
 
 def _int_list(text: str) -> list[int]:
@@ -69,12 +68,7 @@ def add_parser(sub: Any) -> None:
         "--warmup", type=float, default=60.0, help="virtual seconds excluded from figures (default 60)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--read-speed", type=float, default=25.0, help="chars/s (default 25)")
-    p.add_argument("--read-speed-std", type=non_negative, default=0.0)
-    p.add_argument("--type-speed", type=float, default=6.0, help="chars/s (default 6)")
-    p.add_argument("--type-speed-std", type=non_negative, default=0.0)
-    p.add_argument("--advisory-miss-rate", type=rate, default=0.0)
-    p.add_argument("--advisory-spurious-rate", type=rate, default=0.0)
+    add_user_model_arguments(p, time_scale=False)
     p.add_argument(
         "--host-link-scale", type=float, default=1.0, help="multiply the profile's host-link bandwidth"
     )
@@ -114,14 +108,7 @@ def build_grid(args: argparse.Namespace) -> tuple[Grid, str]:
             }
         )
     try:
-        model = UserModel(
-            read_speed=args.read_speed,
-            read_speed_std=args.read_speed_std,
-            type_speed=args.type_speed,
-            type_speed_std=args.type_speed_std,
-            advisory_miss_rate=args.advisory_miss_rate,
-            advisory_spurious_rate=args.advisory_spurious_rate,
-        )
+        model = user_model_from_args(args)
     except ValueError as err:
         raise InvalidArgument("user model", str(err)) from None
     report = load(args.dataset, seed=args.seed, limit=args.dataset_limit)

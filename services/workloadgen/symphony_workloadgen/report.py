@@ -98,6 +98,15 @@ def write_outputs(
     return written
 
 
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(out: Path, records: Sequence[TurnRecord]) -> list[Path]:
     import matplotlib
 
@@ -122,10 +131,7 @@ def plot(out: Path, records: Sequence[TurnRecord]) -> list[Path]:
         ax.set_ylabel("fraction of turns")
         ax.set_title(f"{name} CDF")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out / "latency_cdf.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(_save(fig, out / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     by_turn: dict[int, list[float]] = {}
@@ -140,10 +146,7 @@ def plot(out: Path, records: Sequence[TurnRecord]) -> list[Path]:
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("TTFT by turn index")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out / "ttft_by_turn.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(_save(fig, out / "ttft_by_turn.png"))
 
     fig, ax = plt.subplots(figsize=(9, 4))
     if ok:
@@ -155,8 +158,5 @@ def plot(out: Path, records: Sequence[TurnRecord]) -> list[Path]:
     ax.set_yscale("log")
     ax.set_title("Latency over time")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out / "latency_over_time.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(_save(fig, out / "latency_over_time.png"))
     return files
